@@ -1,0 +1,5 @@
+"""skim: token-skimming Transformers (Block-Skim, Transkimmer) as a Lightning + Hydra framework."""
+
+__version__ = "0.1.0"
+
+from skim.utils import resolvers as _resolvers  # noqa: E402,F401  (registers OmegaConf resolvers)

@@ -1,0 +1,303 @@
+"""Deterministic synthetic extractive-QA data in the official SQuAD JSON layout.
+
+Purpose: an offline quickstart. A tiny randomly initialised BERT (2-4 layers, hidden
+128, bert-base-uncased WordPiece) should reach EM >= 80 within minutes on a CPU, and
+token skimming (Block-Skim, 32-token blocks) must have something to drop.
+
+Task design
+-----------
+* Every context is ~150-250 tokens: 3-5 *fact* sentences shuffled among *filler* sentences::
+
+      the <attr> of <key> is <value> .            e.g. "the weapon of the brave owl is spear ."
+      the dark bridge stands near the old mill in the morning .     (filler)
+
+  Facts in one context use distinct attributes, distinct keys (distinct animals) and
+  distinct values, so each question has exactly one correct span.
+* Question: ``what is the <attr> of <key> ?``; answer = ``<value>`` (1-2 words), with the
+  exact character offset. Facts are sampled per context (no global knowledge base), so
+  the model must read the context; fillers never contain fact words, so only the
+  32-token block(s) holding the asked fact are needed: the rest can be skimmed.
+* All words are single WordPiece tokens in bert-base-uncased, hence "tokens == words"
+  and lengths are controlled exactly.
+* Only ``random.Random(seed)`` methods with version-stable output are used
+  (``random``, ``randrange``/``randint``, ``choice``, ``shuffle``), and the JSON
+  is written with fixed key order, so the same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SYNTHETIC_VERSION",
+    "ATTRIBUTES",
+    "make_synthetic_squad",
+    "write_synthetic_squad",
+    "synthetic_json_bytes",
+]
+
+SYNTHETIC_VERSION = "synthetic-1.0"
+
+# --- key vocabulary: keys are "the <adjective> <animal>" ------------------------------
+_KEY_ADJ: tuple[str, ...] = (
+    "young big small tall short brave happy sad wild calm proud clever lazy angry gentle "
+    "strong weak little great poor rich kind bold shy silent swift wise"
+).split()
+_KEY_ANIMAL: tuple[str, ...] = (
+    "fox wolf bear deer horse lion tiger eagle owl hawk rabbit mouse cat dog goat sheep cow "
+    "pig duck goose swan crow snake frog whale shark dolphin monkey camel bull"
+).split()
+
+# --- values: one disjoint pool per attribute, so both the attribute word and the answer
+# type point to the asked fact (two redundant cues keep it learnable from scratch in minutes).
+_CITIES = (
+    "paris london rome berlin tokyo madrid moscow vienna dublin boston chicago sydney cairo "
+    "athens lisbon prague oslo warsaw denver seattle toronto delhi"
+).split() + ["new york", "hong kong", "los angeles", "san diego"]
+_NAMES = (
+    "john mary david sarah peter anna james emma thomas lucy george alice henry laura paul "
+    "maria frank helen oscar ruth victor grace simon rose"
+).split()
+_COLORS = "red blue green yellow black white orange purple pink brown gray silver gold violet".split() + [
+    "dark blue",
+    "light green",
+]
+_WEAPONS = "sword bow spear axe knife hammer shield rifle dagger club whip lance".split()
+_FOODS = "apple bread rice cheese fish meat honey corn milk soup cake salt sugar beans nuts eggs".split()
+_JOBS = "farmer doctor teacher soldier sailor baker hunter driver singer painter writer judge priest miner".split()
+_INSTRUMENTS = "piano guitar drum flute violin harp trumpet horn organ banjo cello".split()
+_VEHICLES = "car bus train truck bicycle ship plane wagon canoe tractor taxi jeep yacht".split()
+
+ATTRIBUTES: dict[str, list[str]] = {
+    "home": _CITIES,
+    "friend": _NAMES,
+    "color": _COLORS,
+    "weapon": _WEAPONS,
+    "food": _FOODS,
+    "job": _JOBS,
+    "instrument": _INSTRUMENTS,
+    "vehicle": _VEHICLES,
+}
+_ATTR_NAMES: tuple[str, ...] = tuple(ATTRIBUTES)  # fixed order => deterministic sampling
+
+# --- filler vocabulary: disjoint from keys, attributes and values ---------------------
+_F_PLACE = (
+    "river hill road tree house bridge field lake forest wall garden tower market village "
+    "valley mountain church castle harbor station farm shore island school library mill gate path"
+).split()
+_F_ADJ = "dark bright cold warm empty busy narrow wide long deep high low distant hidden open crowded dry wet".split()
+_F_VERB = "stands sleeps waits rests moves turns stays lies shakes".split()
+_F_TIME = "morning evening night winter summer spring autumn noon dawn dusk".split()
+_F_THINGS = "rocks leaves flowers birds trees clouds boats lamps stones carts bells windows roofs fences".split()
+_F_DAY = "monday tuesday wednesday thursday friday saturday sunday".split()
+_F_PEOPLE = "children people workers visitors travelers".split()
+_F_PVERB = "play sing talk rest gather wait dance walk".split()
+_F_WEATHER = "rain snow wind fog light smoke water dust".split()
+_F_WVERB = "falls blows moves settles".split()
+
+# Templates never contain "the ... of ... is", so no filler looks like a fact.
+_FILLERS: tuple[str, ...] = (
+    "the {adj} {place} {verb} near the {place2} in the {time} .",
+    "in the {time} , the {place} was {adj} and the {place2} was {adj2} .",
+    "{people} walk from the {place} to the {place2} every {time} .",
+    "there are many {things} around the {adj} {place} near the {place2} .",
+    "the {weather} {wverb} over the {place} and the {adj} {place2} .",
+    "on {day} the {people} {pverb} near the {place} until the {time} .",
+    "the road to the {place} goes past a {adj} {place2} and a {place3} .",
+    "nobody knows why the {place} looked so {adj} at {time} .",
+    "{people} often say that the {place} seems {adj} in the {time} .",
+    "a {adj} {place} {verb} beside the {place2} , far from the {place3} .",
+    "every {day} the {things} near the {place} look {adj} and {adj2} .",
+    "the {people} left the {place} at {time} and reached the {adj} {place2} .",
+)
+
+_MIN_TOKENS, _MAX_TOKENS = 150, 250  # target context length (tokens == words here)
+_N_FACTS = (3, 5)
+_P_TWO_QUESTIONS = 0.3
+
+
+def _filler(rng: random.Random) -> str:
+    places = [rng.choice(_F_PLACE) for _ in range(3)]
+    adjs = [rng.choice(_F_ADJ) for _ in range(2)]
+    return rng.choice(_FILLERS).format(
+        adj=adjs[0],
+        adj2=adjs[1],
+        place=places[0],
+        place2=places[1],
+        place3=places[2],
+        verb=rng.choice(_F_VERB),
+        time=rng.choice(_F_TIME),
+        things=rng.choice(_F_THINGS),
+        day=rng.choice(_F_DAY),
+        people=rng.choice(_F_PEOPLE),
+        pverb=rng.choice(_F_PVERB),
+        weather=rng.choice(_F_WEATHER),
+        wverb=rng.choice(_F_WVERB),
+    )
+
+
+def _pick_distinct(rng: random.Random, pool: list[str] | tuple[str, ...], k: int, taken: set[str]) -> list[str]:
+    """k distinct items from pool, avoiding `taken` (rejection sampling keeps rng use stable)."""
+    out: list[str] = []
+    while len(out) < k:
+        item = rng.choice(pool)
+        if item not in taken:
+            taken.add(item)
+            out.append(item)
+    return out
+
+
+def _make_paragraph(rng: random.Random) -> tuple[str, list[tuple[str, str, str, int]]]:
+    """Return (context, facts) with facts as (attr, key, value, value_char_offset)."""
+    n_facts = rng.randint(*_N_FACTS)
+    attrs = _pick_distinct(rng, _ATTR_NAMES, n_facts, set())
+    animals = _pick_distinct(rng, _KEY_ANIMAL, n_facts, set())
+    used_values: set[str] = set()
+    facts: list[tuple[str, str, str]] = []
+    for attr, animal in zip(attrs, animals):
+        key = f"the {rng.choice(_KEY_ADJ)} {animal}"
+        (value,) = _pick_distinct(rng, ATTRIBUTES[attr], 1, used_values)
+        facts.append((attr, key, value))
+
+    fact_sents = [f"the {a} of {k} is {v} ." for a, k, v in facts]
+    target = rng.randint(_MIN_TOKENS, _MAX_TOKENS)
+    n_tokens = sum(len(s.split()) for s in fact_sents)
+    sentences: list[tuple[str, int]] = [(s, i) for i, s in enumerate(fact_sents)]  # (text, fact index or -1)
+    while n_tokens < target:
+        f = _filler(rng)
+        sentences.append((f, -1))
+        n_tokens += len(f.split())
+    rng.shuffle(sentences)  # facts land anywhere, so the answer block position is uniform
+
+    parts: list[str] = []
+    offsets: dict[int, int] = {}
+    pos = 0
+    for text, fact_idx in sentences:
+        if fact_idx >= 0:
+            attr, key, _ = facts[fact_idx]
+            offsets[fact_idx] = pos + len(f"the {attr} of {key} is ")
+        parts.append(text)
+        pos += len(text) + 1  # +1 for the joining space
+    context = " ".join(parts)
+    return context, [(a, k, v, offsets[i]) for i, (a, k, v) in enumerate(facts)]
+
+
+def make_synthetic_squad(
+    num_examples: int,
+    *,
+    seed: int,
+    title: str = "synthetic",
+    exclude_contexts: set[str] | frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """Build ``num_examples`` questions as an official nested SQuAD JSON dict.
+
+    One paragraph per context with one or two questions (about distinct facts); ids are
+    ``syn-<seed>-<n>``. Contexts in ``exclude_contexts`` are skipped (used to keep the
+    validation split held out from training).
+    """
+    if num_examples < 1:
+        raise ValueError(f"num_examples must be >= 1, got {num_examples}")
+    rng = random.Random(seed)
+    paragraphs: list[dict[str, Any]] = []
+    n = 0
+    while n < num_examples:
+        context, facts = _make_paragraph(rng)
+        n_q = 2 if rng.random() < _P_TWO_QUESTIONS else 1
+        asked = list(range(len(facts)))
+        rng.shuffle(asked)
+        if exclude_contexts and context in exclude_contexts:
+            continue
+        qas: list[dict[str, Any]] = []
+        for fact_idx in asked[: min(n_q, num_examples - n)]:
+            attr, key, value, start = facts[fact_idx]
+            qas.append(
+                {
+                    "id": f"syn-{seed}-{n}",
+                    "question": f"what is the {attr} of {key} ?",
+                    "answers": [{"text": value, "answer_start": start}],
+                }
+            )
+            n += 1
+        paragraphs.append({"context": context, "qas": qas})
+    return {"version": SYNTHETIC_VERSION, "data": [{"title": title, "paragraphs": paragraphs}]}
+
+
+def synthetic_json_bytes(obj: dict[str, Any]) -> bytes:
+    """Canonical serialisation (fixed separators, insertion key order) => byte-identical files."""
+    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _write_if_changed(path: Path, content: bytes) -> bool:
+    """Atomically write `content` unless the file already holds exactly it; True if written."""
+    if path.is_file():
+        if hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(content).digest():
+            return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)  # atomic: concurrent readers (e.g. other DDP ranks) never see a partial file
+    return True
+
+
+def _generate_splits(train_size: int, val_size: int, seed: int) -> dict[str, dict[str, Any]]:
+    train = make_synthetic_squad(train_size, seed=seed, title="synthetic-train")
+    train_contexts = frozenset(p["context"] for p in train["data"][0]["paragraphs"])
+    # A different seed gives new contexts; the exclusion set guarantees it.
+    dev = make_synthetic_squad(val_size, seed=seed + 1_000_003, title="synthetic-dev", exclude_contexts=train_contexts)
+    return {"train": train, "validation": dev}
+
+
+_FILE_NAMES = {"train": "train.json", "validation": "dev.json"}
+
+
+def write_synthetic_squad(
+    out_dir: str | os.PathLike[str],
+    *,
+    train_size: int = 4000,
+    val_size: int = 500,
+    seed: int = 1234,
+) -> dict[str, Path]:
+    """Write ``train.json`` and ``dev.json`` (held-out contexts) under ``out_dir``.
+
+    Returns ``{"train": <train.json>, "validation": <dev.json>}``. Files whose content is
+    already identical are not rewritten (idempotent; mtimes, hence cache keys, stay put).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for split, obj in _generate_splits(train_size, val_size, seed).items():
+        path = out / _FILE_NAMES[split]
+        _write_if_changed(path, synthetic_json_bytes(obj))
+        paths[split] = path
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m skim.data.synthetic",
+        description="Write the deterministic synthetic SQuAD-format QA set (train.json, dev.json).",
+    )
+    parser.add_argument("out_dir", help="output directory")
+    parser.add_argument("--train-size", type=int, default=4000, help="training questions (default 4000)")
+    parser.add_argument("--val-size", type=int, default=500, help="validation questions (default 500)")
+    parser.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
+    args = parser.parse_args(argv)
+    if args.train_size < 1 or args.val_size < 1:
+        parser.error("--train-size and --val-size must be >= 1")
+    paths = write_synthetic_squad(args.out_dir, train_size=args.train_size, val_size=args.val_size, seed=args.seed)
+    for split, path in paths.items():
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        paras = doc["data"][0]["paragraphs"]
+        n_q = sum(len(p["qas"]) for p in paras)
+        print(f"{split}: {path} ({n_q} questions, {len(paras)} contexts)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

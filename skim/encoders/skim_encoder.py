@@ -1,0 +1,258 @@
+"""A layer-by-layer runner over Hugging Face BERT-family encoders that lets a skim strategy drop tokens.
+
+The encoder never copies transformers code: it calls the backbone's own embedding module and layer modules,
+and only owns the loop between layers. Two execution modes share every decision:
+
+* ``mask``  – the sequence keeps its full length; skimmed tokens are excluded as attention *keys* by an additive
+  mask before the softmax, and their outputs are discarded (differentiable; used in training).
+* ``prune`` – skimmed tokens are physically removed. Each example keeps its own tokens, packed to the longest
+  kept length in the batch with a padding mask, so batch size > 1 is real. Used at inference.
+
+Because masking is applied to keys before the softmax, a kept token sees exactly the same keys in both modes, so
+the two modes give the same hidden states on kept positions (tested).
+
+Bookkeeping is in *original* coordinates: ``state.pos[b, j]`` is the original position of the j-th token of the
+current (possibly packed) sequence, and ``state.forwarded`` is a full-length ``[B, L, D]`` tensor that holds, for every
+token, the output of the last layer it took part in (Transkimmer's "forwarding"; Block-Skim's head then fills the
+positions that did not survive with -100 logits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from skim.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from skim.strategies.base import SkimStrategy
+
+MODES = ("mask", "prune")
+
+
+class BertFamilyAdapter:
+    """Access to the pieces of a BERT-shaped HF encoder (BERT, MiniLM, RoBERTa, ELECTRA share this layout)."""
+
+    supported_model_types = ("bert", "roberta", "electra", "xlm-roberta", "camembert")
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.encoder.layer
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        return self.model.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+    def self_attention(self, i: int) -> nn.Module:
+        return self.layers[i].attention.self
+
+    def run_layer(self, i: int, hidden: torch.Tensor, attn_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        out = self.layers[i](hidden, attn_mask, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
+
+ADAPTERS: dict[str, type[BertFamilyAdapter]] = {t: BertFamilyAdapter for t in BertFamilyAdapter.supported_model_types}
+
+
+def adapter_for(model: nn.Module) -> BertFamilyAdapter:
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise ConfigError(
+            f"model type {model_type!r} is not supported by the skim encoder yet "
+            f"(supported: {', '.join(sorted(ADAPTERS))}); ALBERT and DistilBERT need their own adapter"
+        )
+    return ADAPTERS[model_type](model)
+
+
+@dataclass
+class SkimState:
+    """Everything a strategy may look at or change between layers."""
+
+    mode: str
+    hidden: torch.Tensor  # [B, n, D] current sequence (n == L in mask mode)
+    pos: torch.Tensor  # [B, n] long: original position of each current token
+    alive: torch.Tensor  # [B, n] bool: real (non-padding) and not skimmed
+    forwarded: torch.Tensor  # [B, L, D] last output of every token (full length)
+    real_full: torch.Tensor  # [B, L] bool: non-padding tokens, original coordinates
+    protect_full: torch.Tensor  # [B, L] bool: tokens a strategy may choose to never skim (CLS/question/SEP)
+    batch: dict[str, torch.Tensor]
+    layer: int = 0
+    # optional float keep weights [B, n] carrying gradients (mask mode only); None = use ``alive``
+    keep_weight: torch.Tensor | None = None
+    # kept real tokens entering each layer, per example: list of [B] long tensors
+    kept_per_layer: list[torch.Tensor] = field(default_factory=list)
+    # free slot for strategies (predictor logits, decisions, ...)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alive_full(self) -> torch.Tensor:
+        """[B, L] bool: alive tokens in original coordinates."""
+        full = torch.zeros_like(self.real_full)
+        return full.scatter(1, self.pos, self.alive) & self.real_full if self.mode == "prune" else self.alive.clone()
+
+    def gather_full(self, full: torch.Tensor) -> torch.Tensor:
+        """Take a full-length per-token tensor [B, L, ...] to the current sequence's coordinates."""
+        if self.mode == "mask":
+            return full
+        idx = self.pos
+        if full.dim() > 2:
+            idx = idx.view(*idx.shape, *([1] * (full.dim() - 2))).expand(*idx.shape, *full.shape[2:])
+        return full.gather(1, idx)
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor  # [B, L, D] full length; skimmed tokens carry their forwarded state
+    final_keep: torch.Tensor  # [B, L] bool: tokens alive after the last layer (and its decision)
+    kept_per_layer: torch.Tensor  # [num_layers, B] real tokens entering each layer
+    real_tokens: torch.Tensor  # [B] real tokens per example
+    extras: dict[str, Any]
+
+
+class SkimEncoder(nn.Module):
+    """Runs a HF encoder layer by layer and applies a :class:`SkimStrategy`'s keep decisions."""
+
+    def __init__(self, backbone: nn.Module, strategy: SkimStrategy):
+        super().__init__()
+        self.backbone = backbone
+        self.strategy = strategy
+        self.adapter = adapter_for(backbone)
+        self.num_layers = len(self.adapter.layers)
+        self._captured: dict[int, torch.Tensor] = {}
+        self._capture_layers: set[int] = set()
+        for i in range(self.num_layers):
+            self.adapter.self_attention(i).register_forward_hook(self._make_hook(i))
+        strategy.attach(self)
+
+    # ---- attention probabilities -------------------------------------------------------------------------
+    def _make_hook(self, i: int):
+        def hook(module, args, output):
+            if i in self._capture_layers:
+                weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+                if weights is None:
+                    raise ConfigError(
+                        f"strategy {self.strategy.name!r} needs attention probabilities, but the backbone's attention "
+                        f"implementation {self.attn_implementation!r} does not return them; use "
+                        "model.attn_implementation=eager"
+                    )
+                self._captured[i] = weights
+
+        return hook
+
+    @property
+    def attn_implementation(self) -> str:
+        return getattr(self.backbone.config, "_attn_implementation", None) or "eager"
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.config.hidden_size
+
+    # ---- masks -------------------------------------------------------------------------------------------
+    def _attention_mask(self, alive: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Key mask [B, 1, 1, n] in the form the attention implementation expects."""
+        if self.attn_implementation == "eager":
+            # additive, before the softmax: masked keys get exactly zero probability
+            return (~alive)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
+        return alive[:, None, None, :]
+
+    # ---- prune-mode packing ------------------------------------------------------------------------------
+    @staticmethod
+    def _pack(state: SkimState) -> None:
+        """Physically remove dead tokens: keep each example's alive tokens in order, pad to the longest."""
+        counts = state.alive.sum(1)
+        width = int(counts.max().clamp_min(1))
+        if width == state.alive.shape[1] and bool(state.alive[:, :width].all()):
+            return
+        # stable sort puts alive tokens first in their original order
+        order = torch.sort((~state.alive).to(torch.int8), dim=1, stable=True).indices[:, :width]
+        state.hidden = state.hidden.gather(1, order[..., None].expand(-1, -1, state.hidden.shape[-1]))
+        state.pos = state.pos.gather(1, order)
+        state.alive = state.alive.gather(1, order)
+
+    def apply_keep(self, state: SkimState, keep: torch.Tensor) -> None:
+        """Intersect the alive set with ``keep`` ([B, n] bool, current coordinates); prune mode packs at once."""
+        state.alive = state.alive & keep
+        if state.mode == "prune":
+            self._pack(state)
+
+    # ---- forward -----------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        mode: str = "mask",
+        protect_mask: torch.Tensor | None = None,
+        batch: dict[str, torch.Tensor] | None = None,
+    ) -> EncoderOutput:
+        if mode not in MODES:
+            raise ConfigError(f"unknown skim mode {mode!r}; expected one of {MODES}")
+        B, L = input_ids.shape
+        real = attention_mask.bool()
+        hidden = self.adapter.embed(input_ids, token_type_ids)
+        state = SkimState(
+            mode=mode,
+            hidden=hidden,
+            pos=torch.arange(L, device=input_ids.device).expand(B, L).contiguous(),
+            alive=real.clone(),
+            forwarded=hidden,
+            real_full=real,
+            protect_full=(protect_mask.bool() & real) if protect_mask is not None else torch.zeros_like(real),
+            batch=batch or {},
+        )
+        strategy = self.strategy
+        for i in range(self.num_layers):
+            state.layer = i
+            keep = strategy.before_layer(state)
+            if keep is not None:
+                self.apply_keep(state, keep)
+            state.kept_per_layer.append(state.alive.sum(1))
+
+            needs_probs = strategy.needs_attention_probs(i)
+            if needs_probs:
+                self._capture_layers.add(i)
+            try:
+                mask = self._attention_mask(state.alive, state.hidden.dtype)
+                out = self.adapter.run_layer(i, state.hidden, mask, **strategy.layer_kwargs(state))
+            finally:
+                self._capture_layers.discard(i)
+            probs = self._captured.pop(i, None)
+
+            # tokens that took part in this layer overwrite their forwarded state; dead ones keep their last one
+            state.hidden = out
+            state.forwarded = self._scatter_forward(state, out)
+            keep = strategy.after_layer(state, probs)
+            if keep is not None:
+                self.apply_keep(state, keep)
+
+        final_keep = state.alive_full
+        return EncoderOutput(
+            last_hidden_state=state.forwarded,
+            final_keep=final_keep,
+            kept_per_layer=torch.stack(state.kept_per_layer),
+            real_tokens=real.sum(1),
+            extras=state.extras,
+        )
+
+    @staticmethod
+    def _scatter_forward(state: SkimState, out: torch.Tensor) -> torch.Tensor:
+        if state.mode == "mask":
+            if state.keep_weight is not None:
+                # differentiable merge (straight-through keep weights, Transkimmer training)
+                w = state.keep_weight[..., None].to(out.dtype)
+                return state.forwarded * (1 - w) + out * w
+            return torch.where(state.alive[..., None], out, state.forwarded)
+        # prune: rows of ``pos`` are distinct (a prefix of a permutation), so the scatter has no collisions
+        idx = state.pos[..., None].expand_as(out)
+        src = torch.where(state.alive[..., None], out, state.forwarded.gather(1, idx))
+        return state.forwarded.scatter(1, idx, src)

@@ -1,0 +1,108 @@
+"""What every task LightningModule shares: the skim encoder, the optimiser recipe and the skim statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import OmegaConf
+
+from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder
+from skim.metrics.counts import SumVector
+from skim.models.backbone import build_backbone, resolve_attn_implementation
+from skim.strategies.base import build_strategy
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+class SkimTaskModule(pl.LightningModule):
+    task: str = "?"
+
+    def __init__(
+        self,
+        model: dict,
+        skim: dict | None = None,
+        optim: dict | None = None,
+        add_pooling_layer: bool = False,
+    ):
+        super().__init__()
+        model, skim, optim = _plain(model), _plain(skim) or {"name": "none"}, _plain(optim) or {}
+        self.optim_cfg = {"lr": 3e-5, "weight_decay": 0.0, "adam_eps": 1e-8, "warmup_ratio": 0.0, "scheduler": "linear", **optim}
+        strategy = build_strategy(skim)
+        strategy.check_compatible(self.task, model.get("attn_implementation", "auto"))
+        impl = resolve_attn_implementation(model.get("attn_implementation", "auto"), strategy.requires_attention_probs)
+        backbone = build_backbone(model, attn_implementation=impl, add_pooling_layer=add_pooling_layer)
+        self.encoder = SkimEncoder(backbone, strategy)
+        n = self.encoder.num_layers
+        self.kept_tokens = SumVector(n)
+        self.real_tokens = SumVector(1)
+        self.strategy_stats = SumVector(max(strategy.eval_stat_size(), 1))
+
+    @property
+    def strategy(self):
+        return self.encoder.strategy
+
+    def mode(self) -> str:
+        return self.strategy.cfg.train_mode if self.training else self.strategy.cfg.eval_mode
+
+    def encode(self, batch: dict[str, torch.Tensor], mode: str | None = None) -> EncoderOutput:
+        return self.encoder(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("token_type_ids"),
+            mode=mode or self.mode(),
+            protect_mask=batch.get("protect_mask"),
+            batch=batch,
+        )
+
+    # ---- skim statistics ---------------------------------------------------------------------------------
+    def update_skim_stats(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> None:
+        self.kept_tokens.update(out.kept_per_layer.sum(1))
+        self.real_tokens.update(out.real_tokens.sum().reshape(1))
+        stats = self.strategy.eval_stats(out, batch)
+        if stats is not None:
+            self.strategy_stats.update(stats)
+
+    def compute_skim_stats(self) -> dict[str, float]:
+        kept = self.kept_tokens.compute()
+        real = float(self.real_tokens.compute().reshape(-1)[0])
+        res: dict[str, float] = {}
+        if real > 0:
+            ratios = (kept / real).tolist()
+            for i, r in enumerate(ratios):
+                res[f"kept_layer{i}"] = r
+            res["kept_mean"] = sum(ratios) / len(ratios)
+        if self.strategy.eval_stat_size():
+            res.update(self.strategy.format_eval_stats(self.strategy_stats.compute()))
+        for m in (self.kept_tokens, self.real_tokens, self.strategy_stats):
+            m.reset()
+        return res
+
+    # ---- optimisation ------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias") else decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": cfg["weight_decay"]},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        opt = torch.optim.AdamW(groups, lr=cfg["lr"], eps=cfg["adam_eps"])
+        if cfg.get("scheduler", "linear") in (None, "none", "constant"):
+            return opt
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(cfg["warmup_ratio"] * total)
+
+        def lr_lambda(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / max(warmup, 1)
+            return max(0.0, (total - step) / max(total - warmup, 1))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,173 @@
+"""Extractive QA: skim encoder + span head, exact SQuAD evaluation that stays exact under DDP.
+
+Evaluation: every rank keeps (feature index, start logits, end logits) padded to the data's max length with -100;
+at epoch end they are all-gathered, de-duplicated by feature index (DistributedSampler pads with repeats), put in
+feature order and post-processed once (n-best), so every example is scored exactly once whatever the world size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skim.metrics.squad import squad_v1_scores, squad_v2_scores
+from skim.models.base_module import SkimTaskModule
+from skim.models.postprocess import merge_feature_logits, postprocess_qa_predictions
+
+
+class QAModule(SkimTaskModule):
+    task = "qa"
+
+    def __init__(
+        self,
+        model: dict,
+        skim: dict | None = None,
+        optim: dict | None = None,
+        evaluation: dict | None = None,
+        output_dir: str | None = None,
+    ):
+        super().__init__(model=model, skim=skim, optim=optim, add_pooling_layer=False)
+        self.save_hyperparameters()
+        self.eval_cfg = {
+            "n_best_size": 20,
+            "max_answer_length": 30,
+            "null_score_diff_threshold": 0.0,
+            "write_predictions": True,
+            **(dict(evaluation) if evaluation else {}),
+        }
+        self.output_dir = output_dir
+        self.qa_outputs = nn.Linear(self.encoder.hidden_size, 2)
+        nn.init.normal_(self.qa_outputs.weight, std=0.02)
+        nn.init.zeros_(self.qa_outputs.bias)
+        self._eval_buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.last_eval: dict[str, Any] = {}
+
+    def forward(self, batch: dict[str, torch.Tensor], mode: str | None = None):
+        out = self.encode(batch, mode)
+        logits = self.qa_outputs(out.last_hidden_state)
+        start, end = logits.float().unbind(-1)
+        fill = self.strategy.skimmed_logit
+        if fill is not None:
+            # tokens removed by the strategy can never be predicted as an answer (Block-Skim: -100)
+            start = start.masked_fill(~out.final_keep, fill)
+            end = end.masked_fill(~out.final_keep, fill)
+        return start, end, out
+
+    def _losses(self, start, end, out, batch) -> dict[str, torch.Tensor]:
+        L = start.shape[1]
+        sp = batch["start_positions"].clamp(0, L - 1)
+        ep = batch["end_positions"].clamp(0, L - 1)
+        qa = (F.cross_entropy(start, sp) + F.cross_entropy(end, ep)) / 2
+        terms = {"qa_loss": qa, **self.strategy.aux_losses(out, batch)}
+        terms["loss"] = sum(terms.values())
+        return terms
+
+    def training_step(self, batch, batch_idx):
+        start, end, out = self(batch)
+        terms = self._losses(start, end, out, batch)
+        bs = batch["input_ids"].shape[0]
+        for k, v in terms.items():
+            self.log(f"train/{k}", v, prog_bar=k == "loss", batch_size=bs)
+        return terms["loss"]
+
+    # ---- evaluation --------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._eval_buffer.clear()
+
+    def validation_step(self, batch, batch_idx):
+        start, end, out = self(batch)
+        bs = batch["input_ids"].shape[0]
+        if "start_positions" in batch:
+            terms = self._losses(start, end, out, batch)
+            for k, v in terms.items():
+                self.log(f"val/{k}", v, batch_size=bs, sync_dist=True)
+        self.update_skim_stats(out, batch)
+        width = self._eval_width()
+        pad = width - start.shape[1]
+        if pad < 0:
+            raise RuntimeError(f"batch is longer ({start.shape[1]}) than data.max_seq_length ({width})")
+        self._eval_buffer.append(
+            (batch["feature_index"].detach(), F.pad(start.detach(), (0, pad), value=-100.0), F.pad(end.detach(), (0, pad), value=-100.0))
+        )
+
+    def _eval_width(self) -> int:
+        return int(self.trainer.datamodule.max_seq_length)
+
+    def _gather(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        width = self._eval_width()
+        if self._eval_buffer:
+            idx = torch.cat([b[0] for b in self._eval_buffer])
+            st = torch.cat([b[1] for b in self._eval_buffer])
+            en = torch.cat([b[2] for b in self._eval_buffer])
+        else:
+            idx = torch.empty(0, dtype=torch.long, device=self.device)
+            st = en = torch.empty(0, width, device=self.device)
+        if self.trainer.world_size > 1:
+            # ranks may hold different counts: pad to the largest with index -1, gather, drop the padding
+            n = torch.tensor([idx.numel()], device=self.device)
+            most = int(self.all_gather(n).max())
+            extra = most - idx.numel()
+            idx = torch.cat([idx, idx.new_full((extra,), -1)])
+            st = torch.cat([st, st.new_full((extra, width), -100.0)])
+            en = torch.cat([en, en.new_full((extra, width), -100.0)])
+            idx, st, en = (self.all_gather(t).reshape(-1, *t.shape[1:]) for t in (idx, st, en))
+        keep = idx >= 0
+        return idx[keep].cpu().numpy(), st[keep].float().cpu().numpy(), en[keep].float().cpu().numpy()
+
+    def on_validation_epoch_end(self) -> None:
+        dm = self.trainer.datamodule
+        idx, st, en = self._gather()
+        self._eval_buffer.clear()
+        skim_stats = self.compute_skim_stats()
+        if self.trainer.sanity_checking:
+            return
+        examples, features = dm.eval_examples, dm.eval_features
+        start_logits, end_logits = merge_feature_logits(idx, st, en, len(features))
+        v2 = bool(dm.version_2_with_negative)
+        preds, nbest, null_odds = postprocess_qa_predictions(
+            examples,
+            features,
+            start_logits,
+            end_logits,
+            version_2_with_negative=v2,
+            n_best_size=self.eval_cfg["n_best_size"],
+            max_answer_length=self.eval_cfg["max_answer_length"],
+            null_score_diff_threshold=self.eval_cfg["null_score_diff_threshold"],
+        )
+        refs = {ex["id"]: list(ex["answers"]["text"]) for ex in examples}
+        scores = squad_v2_scores(preds, refs) if v2 else squad_v1_scores(preds, refs)
+        metrics = {"em": scores["exact_match"], "f1": scores["f1"]}
+        if v2:
+            for k in ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"):
+                if k in scores:
+                    metrics[k] = scores[k]
+        # identical on every rank (same gathered inputs), so no further reduction is needed
+        for k, v in metrics.items():
+            self.log(f"val/{k}", float(v), prog_bar=k in ("em", "f1"), rank_zero_only=False)
+        for k, v in skim_stats.items():
+            self.log(f"val/skim/{k}", float(v))
+        self.last_eval = {
+            "metrics": {f"val/{k}": float(v) for k, v in metrics.items()}
+            | {f"val/skim/{k}": float(v) for k, v in skim_stats.items()},
+            "num_examples": len(examples),
+            "num_features": len(features),
+        }
+        if self.eval_cfg["write_predictions"] and self.trainer.is_global_zero:
+            self._write_predictions(preds, null_odds if v2 else None, dm)
+
+    def _write_predictions(self, preds: dict, null_odds: dict | None, dm) -> None:
+        out_dir = self.output_dir or self.trainer.default_root_dir
+        os.makedirs(out_dir, exist_ok=True)
+        tmp = os.path.join(out_dir, "predictions.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(preds, f, indent=1, ensure_ascii=False)
+        os.replace(tmp, os.path.join(out_dir, "predictions.json"))
+        if null_odds is not None:
+            with open(os.path.join(out_dir, "null_odds.json"), "w") as f:
+                json.dump(null_odds, f)

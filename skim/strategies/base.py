@@ -1,0 +1,136 @@
+"""The skim-strategy interface.
+
+A strategy is one module under ``skim/strategies/`` (a typed config dataclass plus a :class:`SkimStrategy`
+subclass, registered with :func:`register`) and one YAML in ``conf/skim/``. The task LightningModules only talk to
+this interface, so they never know which strategy runs. ``skim=none`` is the dense baseline through the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from skim.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
+
+
+@dataclass
+class StrategyConfig:
+    """Fields shared by every strategy (each strategy's dataclass extends this)."""
+
+    name: str = "none"
+    #: how keep decisions act while training: ``mask`` (full length) or ``prune``
+    train_mode: str = "mask"
+    #: how keep decisions act at validation/inference: ``prune`` removes tokens physically
+    eval_mode: str = "prune"
+
+
+class SkimStrategy(nn.Module):
+    """Base class: the dense behaviour (never skims)."""
+
+    name: ClassVar[str] = "none"
+    config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
+    #: tasks the strategy can train on ("qa", "cls")
+    supported_tasks: ClassVar[tuple[str, ...]] = ("qa", "cls")
+    #: whether the strategy reads attention probabilities (forces eager attention)
+    requires_attention_probs: ClassVar[bool] = False
+    #: QA logit written at positions that did not survive to the output (None: use their forwarded state)
+    skimmed_logit: float | None = None
+
+    def __init__(self, cfg: StrategyConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.num_layers = 0
+
+    # ---- construction ------------------------------------------------------------------------------------
+    def attach(self, encoder: SkimEncoder) -> None:
+        """Called once by the encoder: build predictors for its shapes."""
+        self.num_layers = encoder.num_layers
+
+    @classmethod
+    def check_compatible(cls, task: str, attn_implementation: str) -> None:
+        if task not in cls.supported_tasks:
+            raise ConfigError(
+                f"skim={cls.name} does not support {task!r} tasks (it supports: {', '.join(cls.supported_tasks)})"
+            )
+        if cls.requires_attention_probs and attn_implementation not in ("eager", "auto"):
+            raise ConfigError(
+                f"skim={cls.name} reads attention probabilities, which fused attention "
+                f"(model.attn_implementation={attn_implementation}) does not return; "
+                "use model.attn_implementation=eager (or auto)"
+            )
+
+    # ---- hooks called by the encoder ---------------------------------------------------------------------
+    def needs_attention_probs(self, layer: int) -> bool:
+        return False
+
+    def before_layer(self, state: SkimState) -> torch.Tensor | None:
+        """Return a [B, n] bool keep mask for the tokens entering ``state.layer`` (or None)."""
+        return None
+
+    def after_layer(self, state: SkimState, attn_probs: torch.Tensor | None) -> torch.Tensor | None:
+        """Return a [B, n] bool keep mask for the tokens leaving ``state.layer`` (or None)."""
+        return None
+
+    def layer_kwargs(self, state: SkimState) -> dict[str, Any]:
+        """Extra keyword arguments for the backbone layer call (custom attention functions)."""
+        return {}
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def aux_losses(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Named loss terms, already weighted, that are added to the task loss."""
+        return {}
+
+    # ---- evaluation statistics (summed over batches and ranks) -------------------------------------------
+    def eval_stat_size(self) -> int:
+        return 0
+
+    def eval_stats(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        return None
+
+    def format_eval_stats(self, totals: torch.Tensor) -> dict[str, float]:
+        return {}
+
+
+_REGISTRY: dict[str, type[SkimStrategy]] = {}
+
+
+def register(cls: type[SkimStrategy]) -> type[SkimStrategy]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def strategy_class(name: str) -> type[SkimStrategy]:
+    import skim.strategies  # noqa: F401  (populates the registry)
+
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown skim strategy {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def build_strategy(cfg: Any) -> SkimStrategy:
+    """Build a strategy from a mapping (Hydra node, checkpoint hparams or plain dict), validated by its dataclass."""
+    if cfg is None:
+        cfg = {"name": "none"}
+    if OmegaConf.is_config(cfg):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = dict(cfg)
+    cls = strategy_class(cfg.get("name", "none"))
+    known = {f.name for f in fields(cls.config_class)}
+    unknown = sorted(set(cfg) - known - {"_target_"})
+    if unknown:
+        raise ConfigError(f"unknown option(s) for skim={cls.name}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    try:
+        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.config_class), {k: cfg[k] for k in known & set(cfg)}))
+    except Exception as err:  # omegaconf validation errors
+        raise ConfigError(f"invalid option for skim={cls.name}: {err}".splitlines()[0]) from err
+    for key in ("train_mode", "eval_mode"):
+        if getattr(typed, key) not in ("mask", "prune"):
+            raise ConfigError(f"skim.{key} must be 'mask' or 'prune', got {getattr(typed, key)!r}")
+    return cls(typed)

@@ -1,0 +1,221 @@
+"""Block-Skim (Guan et al., AAAI 2022): a CNN per layer reads the diagonal attention blocks and drops
+32-token blocks that do not hold the answer. See ``../shared/docs/algorithms.md`` §1 for the original code.
+
+Faithful defaults; the original code's quirks are flags:
+
+* ``min_answer_tokens`` – a block is positive iff it holds at least this many answer tokens. The original
+  uses ``sum > 1`` (2, faithful): single-token answers never give a positive block. 1 is the fix.
+* ``protect_special`` – the original protects nothing; True always keeps the blocks that hold [CLS],
+  question or [SEP] tokens.
+* ``batch_align`` – the original keeps the batch's top-m blocks for every example (m = the largest kept count
+  in the batch); False (default) lets every example keep exactly its own blocks.
+* ``ignore_padding_blocks`` – the original computes the block loss over every block of the padded input.
+
+The predictor reads attention probabilities after dropout (as the original), so it needs eager attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
+from skim.errors import ConfigError
+from skim.strategies.base import SkimStrategy, StrategyConfig, register
+
+
+@dataclass
+class BlockSkimConfig(StrategyConfig):
+    name: str = "blockskim"
+    block_size: int = 32
+    #: weight of the block-classification loss (summed over layers), paper SQuAD recipe
+    skim_factor: float = 0.1
+    #: class weight of positive (answer) blocks in the CE, [1, balance_factor]; 20 for SQuAD
+    balance_factor: float = 20.0
+    #: keep a block iff P(keep) >= threshold (0.01: the original's BERT-base SQuAD eval scripts)
+    threshold: float = 0.01
+    min_answer_tokens: int = 2
+    protect_special: bool = False
+    batch_align: bool = False
+    #: layers whose predictor skims (None = every layer, as the original)
+    skim_layers: list[int] | None = None
+    #: apply decisions during training too (the released recipe trains dense: False)
+    skim_in_training: bool = False
+    ignore_padding_blocks: bool = False
+    skimmed_logit: float = -100.0
+
+
+class BlockPredictor(nn.Module):
+    """2 x [Conv3x3 - BN - ReLU - AvgPool2] + Linear(H*bs*bs/16 -> 2) over one diagonal block (heads = channels)."""
+
+    def __init__(self, num_heads: int, block_size: int):
+        super().__init__()
+        if block_size % 4:
+            raise ConfigError(f"skim.block_size must be a multiple of 4 (two 2x2 poolings), got {block_size}")
+        self.conv1 = nn.Conv2d(num_heads, num_heads, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(num_heads)
+        self.conv2 = nn.Conv2d(num_heads, num_heads, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(num_heads)
+        self.pool = nn.AvgPool2d(2, 2)
+        self.fc = nn.Linear(num_heads * (block_size // 4) ** 2, 2)
+        nn.init.normal_(self.fc.weight, std=0.02)  # HF init_weights re-inits Linear layers like this
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, blocks: torch.Tensor) -> torch.Tensor:  # [N, H, bs, bs] -> [N, 2]
+        x = self.pool(F.relu(self.bn1(self.conv1(blocks))))
+        x = self.pool(F.relu(self.bn2(self.conv2(x))))
+        return self.fc(x.flatten(1))
+
+
+def diagonal_blocks(probs: torch.Tensor, alive: torch.Tensor, block_size: int) -> torch.Tensor:
+    """[B, H, n, n] attention probabilities -> [B, K, H, bs, bs] diagonal blocks (K = ceil(n / bs)).
+
+    Rows and columns of dead tokens (padding, skimmed) are zeroed and a ragged last block is zero-padded, so a
+    block's input is the same whether its sequence was masked (full length) or packed (prune mode).
+    """
+    B, H, n, _ = probs.shape
+    K = -(-n // block_size)
+    live = alive.to(probs.dtype)
+    probs = probs * live[:, None, :, None] * live[:, None, None, :]
+    pad = K * block_size - n
+    if pad:
+        probs = F.pad(probs, (0, pad, 0, pad))
+    x = probs.view(B, H, K, block_size, K, block_size)
+    x = torch.diagonal(x, dim1=2, dim2=4)  # [B, H, bs, bs, K]
+    return x.permute(0, 4, 1, 2, 3)
+
+
+def block_labels(
+    start: torch.Tensor, end: torch.Tensor, length: int, block_size: int, min_answer_tokens: int
+) -> torch.Tensor:
+    """[B] gold start/end token indices -> [B, K] long labels (1 = block holds >= min_answer_tokens answer tokens)."""
+    K = -(-length // block_size)
+    t = torch.arange(K * block_size, device=start.device)
+    answer = (t[None] >= start[:, None]) & (t[None] <= end[:, None])
+    counts = answer.view(-1, K, block_size).sum(-1)
+    return (counts >= min_answer_tokens).long()
+
+
+@register
+class BlockSkim(SkimStrategy):
+    name = "blockskim"
+    config_class = BlockSkimConfig
+    supported_tasks = ("qa",)
+    requires_attention_probs = True
+
+    def __init__(self, cfg: BlockSkimConfig):
+        super().__init__(cfg)
+        if cfg.min_answer_tokens < 1:
+            raise ConfigError(f"skim.min_answer_tokens must be >= 1, got {cfg.min_answer_tokens}")
+        if not 0.0 <= cfg.threshold <= 1.0:
+            raise ConfigError(f"skim.threshold is a probability in [0, 1], got {cfg.threshold}")
+        self.skimmed_logit = cfg.skimmed_logit
+        self.predictors = nn.ModuleDict()
+        self.skim_layers: list[int] = []
+
+    def attach(self, encoder: SkimEncoder) -> None:
+        super().attach(encoder)
+        n = encoder.num_layers
+        layers = list(range(n)) if self.cfg.skim_layers is None else sorted(set(self.cfg.skim_layers))
+        bad = [i for i in layers if not 0 <= i < n]
+        if bad:
+            raise ConfigError(f"skim.skim_layers {bad} out of range for a {n}-layer model (valid: 0..{n - 1})")
+        self.skim_layers = layers
+        heads = encoder.backbone.config.num_attention_heads
+        for i in layers:
+            self.predictors[str(i)] = BlockPredictor(heads, self.cfg.block_size)
+
+    def needs_attention_probs(self, layer: int) -> bool:
+        return layer in self.skim_layers
+
+    def _skimming(self) -> bool:
+        return (not self.training) or self.cfg.skim_in_training
+
+    def after_layer(self, state: SkimState, attn_probs: torch.Tensor | None) -> torch.Tensor | None:
+        i = state.layer
+        if i not in self.skim_layers:
+            return None
+        bs = self.cfg.block_size
+        blocks = diagonal_blocks(attn_probs, state.alive, bs)  # [B, K, H, bs, bs]
+        B, K = blocks.shape[:2]
+        logits = self.predictors[str(i)](blocks.reshape(B * K, *blocks.shape[2:]).to(self.predictors[str(i)].fc.weight.dtype)).view(B, K, 2)
+        n = state.alive.shape[1]
+        pad = K * bs - n
+        alive_b = F.pad(state.alive, (0, pad)).view(B, K, bs)
+        valid = alive_b.any(-1)  # blocks with at least one live token
+        # original block index of each chunk: the position of its first live token
+        pos_b = F.pad(state.pos, (0, pad)).view(B, K, bs)[..., 0] // bs
+        state.extras.setdefault("block_logits", {})[i] = (logits, pos_b, valid)
+        if not self._skimming():
+            return None
+
+        p_keep = logits.float().softmax(-1)[..., 1]
+        keep = p_keep >= self.cfg.threshold
+        if self.cfg.protect_special:
+            prot = F.pad(state.gather_full(state.protect_full), (0, pad)).view(B, K, bs).any(-1)
+            keep = keep | prot
+        if self.cfg.batch_align:
+            # the original: every example keeps its top-m blocks, m = the largest kept count in the batch
+            m = int((keep & valid).sum(1).max())
+            score = torch.where(valid, p_keep, torch.full_like(p_keep, -1.0))
+            if self.cfg.protect_special:
+                score = torch.where(prot, torch.full_like(score, 2.0), score)
+            top = score.topk(max(m, 1), dim=1).indices
+            keep = torch.zeros_like(keep).scatter(1, top, True)
+        state.extras.setdefault("block_keep", {})[i] = keep
+        return keep.repeat_interleave(bs, dim=1)[:, :n]
+
+    # ---- training loss -----------------------------------------------------------------------------------
+    def _labels_for(self, batch: dict[str, torch.Tensor], length: int) -> torch.Tensor:
+        if "start_positions" not in batch:
+            raise ConfigError("skim=blockskim needs answer spans (start_positions/end_positions) in the batch")
+        return block_labels(
+            batch["start_positions"], batch["end_positions"], length, self.cfg.block_size, self.cfg.min_answer_tokens
+        )
+
+    def aux_losses(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        found = out.extras.get("block_logits")
+        if not found or "start_positions" not in batch:
+            return {}
+        L = out.final_keep.shape[1]
+        labels_full = self._labels_for(batch, L)
+        weight = torch.tensor([1.0, self.cfg.balance_factor], device=labels_full.device)
+        total = 0.0
+        for logits, pos_b, valid in found.values():
+            labels = labels_full.gather(1, pos_b.clamp_max(labels_full.shape[1] - 1))
+            if self.cfg.ignore_padding_blocks:
+                labels = labels.masked_fill(~valid, -100)
+            # the original: SUM over layers of a class-weighted mean CE
+            total = total + F.cross_entropy(logits.float().reshape(-1, 2), labels.reshape(-1), weight=weight, ignore_index=-100)
+        return {"skim_loss": self.cfg.skim_factor * total}
+
+    # ---- evaluation: block-classifier precision/recall per layer -----------------------------------------
+    def eval_stat_size(self) -> int:
+        return 4 * self.num_layers  # TP, FP, FN, TN per layer
+
+    def eval_stats(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        found = out.extras.get("block_logits")
+        stats = torch.zeros(4 * self.num_layers, device=out.final_keep.device)
+        if not found or "start_positions" not in batch:
+            return stats
+        labels_full = self._labels_for(batch, out.final_keep.shape[1])
+        for i, (logits, pos_b, valid) in found.items():
+            labels = labels_full.gather(1, pos_b.clamp_max(labels_full.shape[1] - 1)).bool()
+            pred = logits.float().softmax(-1)[..., 1] >= self.cfg.threshold
+            v = valid
+            stats[4 * i + 0] = (pred & labels & v).sum()
+            stats[4 * i + 1] = (pred & ~labels & v).sum()
+            stats[4 * i + 2] = (~pred & labels & v).sum()
+            stats[4 * i + 3] = (~pred & ~labels & v).sum()
+        return stats
+
+    def format_eval_stats(self, totals: torch.Tensor) -> dict[str, float]:
+        res: dict[str, float] = {}
+        for i in self.skim_layers:
+            tp, fp, fn, _tn = (float(x) for x in totals[4 * i : 4 * i + 4])
+            res[f"block_precision_layer{i}"] = tp / (tp + fp) if tp + fp else 0.0
+            res[f"block_recall_layer{i}"] = tp / (tp + fn) if tp + fn else 0.0
+        return res

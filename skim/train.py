@@ -1,0 +1,77 @@
+"""``python -m skim.train [overrides]``: fine-tune and evaluate a (skimming) encoder; everything comes from config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import skim  # noqa: F401  (registers resolvers)
+from skim.utils.config_store import register_configs
+from skim.utils.run import (
+    append_result,
+    instantiate_group,
+    print_summary,
+    run_record,
+    task_wrapper,
+    validate_config,
+    write_json,
+)
+
+log = logging.getLogger("skim.train")
+register_configs()
+
+
+def train(cfg: DictConfig) -> dict:
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+
+    validate_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.module, output_dir=str(out_dir))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        run_id = getattr(getattr(lg, "experiment", None), "id", None)
+        if run_id and type(lg).__name__ == "WandbLogger":
+            (out_dir / "wandb_run_id").write_text(str(run_id))
+
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
+        ckpt_path = str(out_dir / "checkpoints" / "last.ckpt")
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    final = cfg.get("final_eval", "best")
+    if final != "none" and not trainer.fast_dev_run:
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+        trainer.validate(module, datamodule=datamodule, ckpt_path=best if (final == "best" and best) else None)
+
+    metrics = dict(module.last_eval.get("metrics", {}))
+    data_info = datamodule.describe() if hasattr(datamodule, "describe") else {}
+    record = run_record(cfg, metrics, {"data_info": data_info, "padding": data_info.get("padding")})
+    if metrics and not trainer.fast_dev_run:
+        if trainer.is_global_zero:
+            write_json(out_dir / "metrics.json", record)
+            if cfg.get("results_file"):
+                append_result(cfg.results_file, record)
+        print_summary(f"{cfg.task_name} {cfg.skim.name}", metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = task_wrapper(train)(cfg)
+    value = metrics.get(cfg.get("optimized_metric")) if metrics else None
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()

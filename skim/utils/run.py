@@ -1,0 +1,194 @@
+"""Run plumbing shared by the entry points: instantiation, failure handling, run records and the results file."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from skim.errors import SkimError
+
+log = logging.getLogger("skim")
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` in a group node (callbacks, loggers)."""
+    from hydra.utils import instantiate
+
+    if not cfg:
+        return []
+    out = []
+    for _, node in cfg.items():
+        if isinstance(node, DictConfig) and "_target_" in node:
+            out.append(instantiate(node))
+    return out
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """Unwrap Hydra's InstantiationException (and similar chains) down to a SkimError if there is one."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, SkimError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return err
+
+
+def git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5)
+        if sha.returncode:
+            return None
+        return sha.stdout.strip()[:12] + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hydra_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - not inside a Hydra app (tests, notebooks)
+        return []
+
+
+def hydra_choices() -> dict[str, str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None and not k.startswith("hydra")}
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def append_result(path: str | os.PathLike, row: dict[str, Any]) -> None:
+    """Append one JSON line; a single small write in append mode, so concurrent jobs do not interleave rows."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(row, default=str, sort_keys=True) + "\n"
+    with open(p, "a") as f:
+        f.write(line)
+
+
+def run_record(cfg: DictConfig, metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    import lightning
+    import torch
+    import transformers
+
+    return {
+        "time": _dt.datetime.now().isoformat(timespec="seconds"),
+        "task_name": cfg.get("task_name"),
+        "run_dir": cfg.paths.output_dir,
+        "overrides": hydra_overrides(),
+        "choices": hydra_choices(),
+        "model": cfg.model.get("name"),
+        "skim": cfg.skim.get("name"),
+        "data": cfg.data.get("name"),
+        "seed": cfg.get("seed"),
+        "git_commit": git_commit(),
+        "versions": {"torch": torch.__version__, "lightning": lightning.__version__, "transformers": transformers.__version__},
+        "metrics": metrics,
+        **(extra or {}),
+    }
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str, sort_keys=True))
+    os.replace(tmp, p)
+
+
+def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
+    """Run a task so that a failure is one clear line, a FAILED marker and a non-zero exit, and W&B always closes.
+
+    A finished run is recognisable by its ``metrics.json``, written last; a failed one has ``FAILED`` instead.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(cfg: DictConfig) -> dict:
+        out_dir = Path(cfg.paths.output_dir)
+        try:
+            return fn(cfg)
+        except (SkimError, InstantiationException) as err:
+            cause = root_cause(err)
+            if not isinstance(cause, SkimError):
+                raise
+            msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            (out_dir / "metrics.json").unlink(missing_ok=True)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "FAILED").write_text(f"{type(cause).__name__}: {msg}\n")
+            print(f"skim: error: {msg}", file=sys.stderr)
+            if _in_multirun():
+                # one failed job must not stop a sweep's other jobs
+                log.error("job failed: %s", msg)
+                return {"failed": msg}
+            sys.exit(2)
+        except BaseException:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "FAILED").write_text("crashed; see the log in this folder\n")
+            if _in_multirun():
+                log.exception("job crashed")
+                return {"failed": "crashed"}
+            raise
+        finally:
+            _close_wandb()
+
+    return wrapped
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _close_wandb() -> None:
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Cheap checks before anything heavy is built: incompatible combinations fail with one clear message."""
+    from skim.strategies.base import strategy_class
+
+    cls = strategy_class(cfg.skim.name)
+    cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))
+
+
+def print_summary(title: str, metrics: dict[str, Any]) -> None:
+    keys = [k for k in metrics if not k.startswith("val/skim/kept_layer")]
+    parts = [f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}" for k in keys]
+    kept = [metrics[k] for k in sorted(metrics, key=_layer_key) if k.startswith("val/skim/kept_layer")]
+    print(f"[{title}] " + " ".join(parts))
+    if kept:
+        print(f"[{title}] kept ratio per layer: " + " ".join(f"{r:.3f}" for r in kept))
+
+
+def _layer_key(k: str) -> tuple[int, str]:
+    digits = "".join(c for c in k if c.isdigit())
+    return (int(digits) if digits else -1, k)
+
+
+def to_container(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg

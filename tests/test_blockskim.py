@@ -1,0 +1,198 @@
+"""Block-Skim and the skim encoder: mask/prune equivalence, dense equality, labels, loss and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skim.encoders.skim_encoder import SkimEncoder
+from skim.errors import ConfigError
+from skim.strategies import build_strategy
+from skim.strategies.blockskim import block_labels, diagonal_blocks
+from tests.conftest import ragged_batch, tiny_bert
+
+
+def _blockskim_encoder(seed: int = 0, **kw) -> SkimEncoder:
+    """Block-Skim with untrained predictors and a threshold at the median P(keep) of the first layer's blocks,
+    so that about half of the blocks are dropped (a real decision, not a stub)."""
+    enc = SkimEncoder(tiny_bert(seed=seed), build_strategy({"name": "blockskim", "threshold": 0.0, **kw})).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in enc.strategy.predictors.values():
+            p.fc.weight.copy_(torch.randn(p.fc.weight.shape, generator=g) * 3.0)
+        ids, mask = ragged_batch(8, 150, min_len=40, seed=seed + 2)
+        out = enc(ids, mask, mode="mask")
+        first = min(out.extras["block_logits"])
+        logits, _, valid = out.extras["block_logits"][first]
+        enc.strategy.cfg.threshold = float(logits.softmax(-1)[..., 1][valid].median())
+    return enc
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+@pytest.mark.parametrize("protect", [False, True])
+def test_mask_and_prune_agree_on_kept_positions(batch_size, protect):
+    enc = _blockskim_encoder(protect_special=protect, skim_layers=[0, 1])
+    ids, mask = ragged_batch(9, 150, min_len=40)
+    if batch_size == 1:  # an example on which the untrained predictors both keep and drop blocks
+        with torch.no_grad():
+            probe = enc(ids, mask, mode="mask")
+        ratio = probe.final_keep.sum(1) / mask.sum(1)
+        pick = int(torch.where((ratio > 0) & (ratio < 1), ratio, torch.full_like(ratio, 2.0)).argmin())
+        ids, mask = ids[pick : pick + 1], mask[pick : pick + 1]
+    else:
+        ids, mask = ids[1:], mask[1:]
+    protect_mask = torch.zeros_like(mask)
+    protect_mask[:, :12] = 1
+    with torch.no_grad():
+        m = enc(ids, mask, mode="mask", protect_mask=protect_mask)
+        p = enc(ids, mask, mode="prune", protect_mask=protect_mask)
+    assert torch.equal(m.final_keep, p.final_keep)
+    assert torch.equal(m.kept_per_layer, p.kept_per_layer)
+    real = mask.sum(1)
+    # the test is only meaningful if something was skimmed and something kept
+    assert (m.kept_per_layer[1:] < real).any()
+    assert m.final_keep.any()
+    keep = m.final_keep
+    torch.testing.assert_close(m.last_hidden_state[keep], p.last_hidden_state[keep], atol=1e-5, rtol=1e-5)
+    # skimmed tokens carry the same forwarded state in both modes
+    torch.testing.assert_close(m.last_hidden_state[mask.bool()], p.last_hidden_state[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_prune_really_shortens_sequences():
+    enc = _blockskim_encoder()
+    ids, mask = ragged_batch(9, 150, min_len=40)
+    ids, mask = ids[1:], mask[1:]
+    widths = []
+    layer = enc.adapter.layers[2]
+    hook = layer.register_forward_pre_hook(lambda mod, args: widths.append(args[0].shape[1]))
+    with torch.no_grad():
+        out = enc(ids, mask, mode="prune")
+    hook.remove()
+    assert widths[0] == int(out.kept_per_layer[2].max()) < 150
+
+
+def test_keep_everything_equals_dense_exactly():
+    backbone = tiny_bert()
+    ids, mask = ragged_batch(8, 150, min_len=40)
+    keep_all = SkimEncoder(backbone, build_strategy({"name": "blockskim", "threshold": 0.0})).eval()
+    dense = SkimEncoder(backbone, build_strategy({"name": "none"})).eval()
+    with torch.no_grad():
+        a = keep_all(ids, mask, mode="prune")
+        b = dense(ids, mask, mode="prune")
+        hf = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    assert torch.equal(a.last_hidden_state[real], b.last_hidden_state[real])
+    assert torch.equal(a.final_keep, real)
+    # and the dense path through our loop is the Hugging Face model
+    torch.testing.assert_close(b.last_hidden_state[real], hf[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("protect", [True, False])
+def test_skim_everything_keeps_only_protected_tokens(protect):
+    enc = SkimEncoder(tiny_bert(), build_strategy({"name": "blockskim", "threshold": 1.0, "protect_special": protect})).eval()
+    ids, mask = ragged_batch(4, 100, min_len=60)
+    protect_mask = torch.zeros_like(mask)
+    protect_mask[:, :10] = 1  # [CLS] + question inside block 0
+    with torch.no_grad():
+        out = enc(ids, mask, mode="prune", protect_mask=protect_mask)
+    expected = 32 if protect else 0  # the block holding the protected tokens survives, nothing else
+    assert out.kept_per_layer[1:].eq(expected).all()
+    assert out.final_keep.sum(1).eq(expected).all()
+    assert torch.isfinite(out.last_hidden_state).all()
+
+
+def test_batch_align_keeps_the_same_block_count_for_every_example():
+    enc = _blockskim_encoder(batch_align=True)
+    ids, mask = ragged_batch(8, 160, min_len=150)
+    with torch.no_grad():
+        enc(ids, mask, mode="prune")
+    # decisions of the first skimming layer: every example keeps exactly m blocks
+    keep = enc.strategy  # noqa: F841
+    # re-run to read the decisions recorded in extras
+    with torch.no_grad():
+        out = enc(ids, mask, mode="mask")
+    counts = out.extras["block_keep"][0].sum(1)
+    assert counts.eq(counts[0]).all()
+
+
+def test_block_labels_hand_checked():
+    bs = 32
+
+    def labels(start, end, rule):
+        return block_labels(torch.tensor([start]), torch.tensor([end]), 96, bs, rule)[0].tolist()
+
+    # answer crossing a block boundary with two tokens on each side: both blocks positive under both rules
+    assert labels(30, 33, 2) == [1, 1, 0]
+    assert labels(30, 33, 1) == [1, 1, 0]
+    # one token on each side of the boundary: the faithful rule (sum > 1) labels neither block
+    assert labels(31, 32, 2) == [0, 0, 0]
+    assert labels(31, 32, 1) == [1, 1, 0]
+    # single-token answer: never positive under the faithful rule, positive under the fixed one
+    assert labels(40, 40, 2) == [0, 0, 0]
+    assert labels(40, 40, 1) == [0, 1, 0]
+    # "no answer in this window" is labelled at [CLS]
+    assert labels(0, 0, 2) == [0, 0, 0]
+    assert labels(0, 0, 1) == [1, 0, 0]
+    # ragged last block (length 70 -> blocks of 32, 32, 6)
+    assert block_labels(torch.tensor([66]), torch.tensor([69]), 70, bs, 2)[0].tolist() == [0, 0, 1]
+
+
+def test_diagonal_blocks_zero_dead_rows_and_ragged_tail():
+    probs = torch.rand(1, 2, 40, 40)
+    alive = torch.ones(1, 40, dtype=torch.bool)
+    alive[0, 35:] = False
+    blocks = diagonal_blocks(probs, alive, 32)
+    assert blocks.shape == (1, 2, 2, 32, 32)
+    torch.testing.assert_close(blocks[0, 0], probs[0, :, :32, :32])
+    assert blocks[0, 1, :, 3:, :].abs().sum() == 0 and blocks[0, 1, :, :, 3:].abs().sum() == 0
+
+
+def test_blockskim_needs_eager_attention_and_answer_spans():
+    from skim.strategies.blockskim import BlockSkim
+
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        BlockSkim.check_compatible("qa", "sdpa")
+    with pytest.raises(ConfigError, match="does not support 'cls'"):
+        BlockSkim.check_compatible("cls", "auto")
+    with pytest.raises(ConfigError, match="unknown option"):
+        build_strategy({"name": "blockskim", "treshold": 0.1})
+    with pytest.raises(ConfigError, match="skim_layers"):
+        SkimEncoder(tiny_bert(layers=2), build_strategy({"name": "blockskim", "skim_layers": [5]}))
+
+
+def test_combined_loss_decreases_and_reaches_predictors(minilm_path):
+    from skim.models.qa_module import QAModule
+
+    torch.manual_seed(0)
+    module = QAModule(
+        model={
+            "pretrained_name_or_path": minilm_path,
+            "random_init": True,
+            "config_overrides": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64},
+        },
+        skim={"name": "blockskim", "skim_factor": 1.0, "min_answer_tokens": 1},
+    )
+    module.train()
+    ids, mask = ragged_batch(4, 96, vocab=1000, min_len=70)
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": torch.zeros_like(ids),
+        "start_positions": torch.tensor([40, 5, 60, 33]),
+        "end_positions": torch.tensor([42, 7, 62, 36]),
+    }
+    opt = torch.optim.AdamW(module.parameters(), lr=3e-3)
+    losses = []
+    for step in range(25):
+        start, end, out = module(batch)
+        terms = module._losses(start, end, out, batch)
+        opt.zero_grad()
+        terms["loss"].backward()
+        if step == 0:
+            assert "skim_loss" in terms and terms["skim_loss"] > 0
+            for name, p in module.strategy.predictors.named_parameters():
+                assert p.grad is not None and p.grad.abs().sum() > 0, name
+        opt.step()
+        losses.append((terms["loss"].item(), terms["skim_loss"].item()))
+    assert losses[-1][0] < 0.5 * losses[0][0]
+    assert losses[-1][1] < losses[0][1]

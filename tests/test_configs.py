@@ -1,0 +1,65 @@
+"""Every config composes: the full model x data x skim grid, every experiment, both entry points."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from tests.helpers.runs import CONF, compose_cfg
+
+CONF_DIR = Path(CONF)
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+DATA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+SKIMS = sorted(p.stem for p in (CONF_DIR / "skim").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("trainer", "logger", "callbacks", "debug")}
+
+
+@pytest.fixture(autouse=True)
+def _clear_hydra():
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+def test_grid_is_not_empty():
+    assert {"bert-base", "bert-large", "minilm", "tiny"} <= set(MODELS)
+    assert {"squad", "squad_v2"} <= set(DATA)
+    assert {"none", "blockskim"} <= set(SKIMS)
+
+
+@pytest.mark.parametrize("model,data,skim", list(itertools.product(MODELS, DATA, SKIMS)))
+@pytest.mark.parametrize("entry", ["train", "eval"])
+def test_grid_composes_and_resolves(model, data, skim, entry, tmp_path):
+    overrides = [f"model={model}", f"data={data}", f"skim={skim}"]
+    if entry == "eval":
+        overrides.append("ckpt_path=/some/model.ckpt")
+    cfg = compose_cfg(overrides, config_name=entry, output_dir=tmp_path)
+    OmegaConf.resolve(cfg)
+    assert cfg.skim.name == skim
+    assert cfg.data.task in ("qa", "cls")
+    assert cfg.module._target_.startswith("skim.models.")
+    assert cfg.optimized_metric == cfg.data.monitor
+
+
+@pytest.mark.parametrize("group,choice", [(g, c) for g, cs in GROUPS.items() for c in cs])
+def test_every_group_option_composes(group, choice, tmp_path):
+    cfg = compose_cfg(["model=tiny", f"{group}={choice}"], output_dir=tmp_path)
+    OmegaConf.resolve(cfg)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_compose(experiment, tmp_path):
+    cfg = compose_cfg([f"experiment={experiment}"], output_dir=tmp_path)
+    OmegaConf.resolve(cfg)
+
+
+def test_typed_skim_config_rejects_bad_values(tmp_path):
+    with pytest.raises(Exception, match="threshold"):
+        compose_cfg(["skim=blockskim", "skim.threshold=abc"], output_dir=tmp_path)
+    with pytest.raises(Exception, match="treshold"):
+        compose_cfg(["skim=blockskim", "skim.treshold=0.1"], output_dir=tmp_path)

@@ -1,0 +1,140 @@
+"""The real entry point on the real stack: tiny BERT, real SQuAD slices, CSV and offline W&B loggers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from skim.train import train
+from skim.utils.run import task_wrapper
+from tests.conftest import SQUAD_DEV, require_shared
+from tests.helpers.runs import compose_cfg, run_cli
+
+SLICE = [
+    "model=tiny",
+    "data=squad_local",
+    f"data.train_file={SQUAD_DEV}",
+    f"data.validation_file={SQUAD_DEV}",
+    "data.max_train_samples=64",
+    "data.max_eval_samples=64",
+    "data.batch_size=16",
+    "data.eval_batch_size=32",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "model.config_overrides.hidden_size=64",
+    "model.config_overrides.num_hidden_layers=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def _clear_hydra():
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+def _train(overrides, tmp_run_root):
+    out = tmp_run_root / "run"
+    cfg = compose_cfg(overrides, output_dir=out)
+    return task_wrapper(train)(cfg), out
+
+
+@pytest.mark.parametrize("skim", ["none", "blockskim"])
+def test_train_on_a_real_squad_slice(skim, tmp_run_root):
+    require_shared(SQUAD_DEV)
+    metrics, out = _train([*SLICE, f"skim={skim}"], tmp_run_root)
+    assert 0.0 <= metrics["val/em"] <= metrics["val/f1"] <= 100.0
+    preds = json.loads((out / "predictions.json").read_text())
+    assert len(preds) == 64  # every example scored exactly once
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["padding"] == "dynamic" and record["skim"] == skim
+    assert record["data_info"]["eval_examples"] == 64
+    rows = list(csv.DictReader(open(out / "csv" / "metrics.csv")))
+    assert any(r.get("val/f1") for r in rows)
+    results = (tmp_run_root / "logs" / "results.jsonl").read_text().splitlines()
+    assert json.loads(results[-1])["metrics"]["val/f1"] == metrics["val/f1"]
+    ckpts = list((out / "checkpoints").glob("*.ckpt"))
+    assert ckpts
+    if skim == "blockskim":
+        assert "val/skim/block_recall_layer0" in metrics
+        assert 0.0 <= metrics["val/skim/kept_layer1"] <= 1.0
+    else:
+        assert metrics["val/skim/kept_layer1"] == 1.0
+
+
+def test_wandb_offline_one_run_per_job(tmp_run_root):
+    require_shared(SQUAD_DEV)
+    import wandb
+
+    metrics, out = _train([*SLICE, "logger=many", "data.max_train_samples=16", "data.max_eval_samples=16"], tmp_run_root)
+    assert wandb.run is None  # finished by the train function
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    run_id = (out / "wandb_run_id").read_text().strip()
+    assert runs[0].name.endswith(run_id)
+    assert "val/f1" in metrics
+
+
+def test_cli_prints_config_from_any_directory(tmp_path):
+    res = run_cli(["-m", "skim.train", "model=bert-base", "skim=none", "data=squad", "--cfg", "job"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "bert-base-uncased" in res.stdout and "name: none" in res.stdout
+
+
+def _bad_run(tmp_path, extra):
+    res = run_cli(
+        ["-m", "skim.train", "experiment=quickstart", "model.config_overrides.num_hidden_layers=1", "logger=csv", *extra],
+        cwd=tmp_path,
+        env_extra={"SKIM_ROOT": str(tmp_path)},
+    )
+    runs = list((tmp_path / "logs").glob("*/runs/*"))
+    return res, runs
+
+
+def _assert_clean_failure(res, runs, *needles):
+    assert res.returncode != 0
+    err_lines = [ln for ln in res.stderr.splitlines() if ln.startswith("skim: error:")]
+    assert len(err_lines) == 1, res.stderr[-2000:]
+    for needle in needles:
+        assert needle in err_lines[0], err_lines[0]
+    assert "Traceback" not in res.stderr
+    for run in runs:
+        assert not (run / "metrics.json").exists() and not (run / "predictions.json").exists()
+        assert (run / "FAILED").exists()
+
+
+def test_missing_data_file_is_one_clear_error(tmp_path):
+    res, runs = _bad_run(tmp_path, ["data.train_file=/nonexistent/train.json"])
+    _assert_clean_failure(res, runs, "/nonexistent/train.json", "not found")
+
+
+def test_json_that_is_not_squad_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"version": "1.1", "articles": []}))
+    res, runs = _bad_run(tmp_path, [f"data.train_file={bad}"])
+    _assert_clean_failure(res, runs, "bad.json", "data")
+
+
+def test_wrong_answer_start_is_one_clear_error(tmp_path):
+    bad = tmp_path / "offsets.json"
+    doc = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Paris is the capital of France.",
+           "qas": [{"id": "q-17", "question": "What is the capital?", "answers": [{"text": "Paris", "answer_start": 3}]}]}]}]}
+    bad.write_text(json.dumps(doc))
+    res, runs = _bad_run(tmp_path, [f"data.validation_file={bad}"])
+    _assert_clean_failure(res, runs, "offsets.json", "q-17", "answer_start")
+
+
+def test_incompatible_combination_is_one_clear_error(tmp_path):
+    res, runs = _bad_run(tmp_path, ["skim=blockskim", "model.attn_implementation=sdpa"])
+    _assert_clean_failure(res, runs, "attn_implementation")
+
+
+def test_unknown_option_names_it(tmp_path):
+    res = run_cli(["-m", "skim.train", "model=tiny", "data.no_such_option=3"], cwd=tmp_path, env_extra={"SKIM_ROOT": str(tmp_path)})
+    assert res.returncode != 0
+    assert "no_such_option" in res.stderr
+    assert not list(Path(tmp_path).glob("logs/*/runs/*/metrics.json"))
