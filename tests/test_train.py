@@ -138,3 +138,25 @@ def test_unknown_option_names_it(tmp_path):
     assert res.returncode != 0
     assert "no_such_option" in res.stderr
     assert not list(Path(tmp_path).glob("logs/*/runs/*/metrics.json"))
+
+
+def test_eval_a_checkpoint_with_another_threshold(tmp_run_root):
+    require_shared(SQUAD_DEV)
+    from skim.eval import evaluate
+
+    metrics, out = _train([*SLICE, "skim=blockskim", "data.max_train_samples=32", "data.max_eval_samples=32"], tmp_run_root)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    GlobalHydra.instance().clear()
+    eval_out = tmp_run_root / "eval"
+    cfg = compose_cfg(
+        [*SLICE, "skim=blockskim", "skim.threshold=1.0", "skim.protect_special=true", f"ckpt_path={ckpt}", "data.max_eval_samples=32"],
+        config_name="eval",
+        output_dir=eval_out,
+    )
+    m2 = task_wrapper(evaluate)(cfg)
+    # threshold 1 drops every block but the protected ones: kept ratio falls, the run still scores every example
+    assert m2["val/skim/kept_layer0"] == 1.0
+    assert m2["val/skim/kept_layer1"] < 1.0
+    assert m2["val/skim/kept_layer1"] <= metrics["val/skim/kept_layer1"]
+    assert len(__import__("json").loads((eval_out / "predictions.json").read_text())) == 32
+    assert (eval_out / "metrics.json").exists()

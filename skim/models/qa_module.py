@@ -128,6 +128,15 @@ class QAModule(SkimTaskModule):
         if self.trainer.sanity_checking:
             return
         examples, features = dm.eval_examples, dm.eval_features
+        seen = np.unique(idx)
+        if len(seen) < len(features):
+            # a limited validation run (fast_dev_run, limit_val_batches): score only the examples whose
+            # features were all seen, and say so; a full run always takes the exact path below
+            examples, features, idx = _restrict_to_complete(examples, features, idx)
+            st, en, idx = st[idx >= 0], en[idx >= 0], idx[idx >= 0]
+            self.log("val/num_scored", float(len(examples)))
+            if not examples:
+                return
         start_logits, end_logits = merge_feature_logits(idx, st, en, len(features))
         v2 = bool(dm.version_2_with_negative)
         preds, nbest, null_odds = postprocess_qa_predictions(
@@ -171,3 +180,17 @@ class QAModule(SkimTaskModule):
         if null_odds is not None:
             with open(os.path.join(out_dir, "null_odds.json"), "w") as f:
                 json.dump(null_odds, f)
+
+
+def _restrict_to_complete(examples: list[dict], features: list[dict], idx: np.ndarray):
+    """Keep the examples all of whose features were evaluated; renumber their features densely."""
+    seen = set(idx.tolist())
+    by_example: dict[str, list[int]] = {}
+    for i, f in enumerate(features):
+        by_example.setdefault(f["example_id"], []).append(i)
+    complete = {eid for eid, fs in by_example.items() if all(i in seen for i in fs)}
+    kept_examples = [ex for ex in examples if ex["id"] in complete]
+    old = [i for i, f in enumerate(features) if f["example_id"] in complete]
+    remap = {o: n for n, o in enumerate(old)}
+    new_idx = np.array([remap.get(int(i), -1) for i in idx], dtype=np.int64)
+    return kept_examples, [features[o] for o in old], new_idx
