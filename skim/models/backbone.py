@@ -24,7 +24,9 @@ def _plain(cfg: Any) -> dict:
     return dict(cfg)
 
 
-def resolve_attn_implementation(requested: str, needs_probs: bool) -> str:
+def resolve_attn_implementation(requested: str, needs_probs: bool, strategy_impl: str | None = None) -> str:
+    if strategy_impl is not None and requested in ("auto", strategy_impl):
+        return strategy_impl
     if requested not in ATTN_IMPLEMENTATIONS:
         raise ConfigError(f"model.attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {requested!r}")
     if requested == "auto":

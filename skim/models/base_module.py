@@ -33,7 +33,9 @@ class SkimTaskModule(pl.LightningModule):
         self.optim_cfg = {"lr": 3e-5, "weight_decay": 0.0, "adam_eps": 1e-8, "warmup_ratio": 0.0, "scheduler": "linear", **optim}
         strategy = build_strategy(skim)
         strategy.check_compatible(self.task, model.get("attn_implementation", "auto"))
-        impl = resolve_attn_implementation(model.get("attn_implementation", "auto"), strategy.requires_attention_probs)
+        impl = resolve_attn_implementation(
+            model.get("attn_implementation", "auto"), strategy.requires_attention_probs, strategy.attn_implementation
+        )
         backbone = build_backbone(model, attn_implementation=impl, add_pooling_layer=add_pooling_layer)
         self.encoder = SkimEncoder(backbone, strategy)
         n = self.encoder.num_layers

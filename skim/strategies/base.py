@@ -42,6 +42,8 @@ class SkimStrategy(nn.Module):
     requires_attention_probs: ClassVar[bool] = False
     #: QA logit written at positions that did not survive to the output (None: use their forwarded state)
     skimmed_logit: float | None = None
+    #: attention implementation the strategy brings (a registered HF attention function), if any
+    attn_implementation: ClassVar[str | None] = None
 
     def __init__(self, cfg: StrategyConfig):
         super().__init__()
@@ -86,6 +88,11 @@ class SkimStrategy(nn.Module):
     def aux_losses(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Named loss terms, already weighted, that are added to the task loss."""
         return {}
+
+    # ---- cost accounting -----------------------------------------------------------------------------------
+    def predictor_macs(self, layer: int, tokens: int, hidden: int) -> int:
+        """Multiply-accumulates of this strategy's predictor at ``layer`` for ``tokens`` live tokens."""
+        return 0
 
     # ---- evaluation statistics (summed over batches and ranks) -------------------------------------------
     def eval_stat_size(self) -> int:

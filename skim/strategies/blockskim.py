@@ -168,6 +168,15 @@ class BlockSkim(SkimStrategy):
         state.extras.setdefault("block_keep", {})[i] = keep
         return keep.repeat_interleave(bs, dim=1)[:, :n]
 
+    def predictor_macs(self, layer: int, tokens: int, hidden: int) -> int:
+        """CNN cost on the ceil(tokens / bs) blocks that enter layer ``layer``'s predictor (BN/ReLU/pool ignored)."""
+        if layer not in self.skim_layers:
+            return 0
+        bs = self.cfg.block_size
+        heads = self.predictors[str(layer)].conv1.in_channels
+        per_block = heads * heads * 9 * bs * bs + heads * heads * 9 * (bs // 2) ** 2 + heads * (bs // 4) ** 2 * 2
+        return -(-tokens // bs) * per_block
+
     # ---- training loss -----------------------------------------------------------------------------------
     def _labels_for(self, batch: dict[str, torch.Tensor], length: int) -> torch.Tensor:
         if "start_positions" not in batch:

@@ -1,0 +1,204 @@
+"""Transkimmer (Guan et al., ACL 2022): an MLP before every layer decides, per token, to keep or skim it.
+
+Training: hard Gumbel-softmax with straight-through gradients, a cumulative mask (a skimmed token never returns),
+[CLS] always kept, loss = task loss + ``skim_coefficient`` x mean kept fraction; skimmed tokens' last hidden state is
+forwarded to the output. See ``../shared/docs/algorithms.md`` §2. The original code's quirks are flags:
+
+* ``mask_mode`` – ``multiply``: the paper's code multiplies attention probabilities by the mask after the softmax
+  (no renormalisation; what the published numbers used); ``additive`` (default): masked keys are removed before the
+  softmax (the authors' later fix), which is exactly what prune mode computes.
+* ``eval_decision`` – ``gumbel``: the original samples at evaluation too (stochastic); ``argmax`` (default).
+* ``loss_denominator`` – ``padded``: the original divides kept counts (padding included) by the padded length;
+  ``real`` (default): kept real tokens over real tokens, per example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
+from skim.errors import ConfigError
+from skim.strategies.base import SkimStrategy, StrategyConfig, register
+
+ATTN_NAME = "skim_transkimmer"
+
+
+@dataclass
+class TranskimmerConfig(StrategyConfig):
+    name: str = "transkimmer"
+    #: weight of the skim loss (paper scripts: 0.5 GLUE/IMDB, 0.3 SQuAD v2, 0.2 20News/Yelp)
+    skim_coefficient: float = 0.5
+    tau: float = 1.0
+    #: hidden size of the predictor MLP (None = the model's hidden size, as the original)
+    predictor_hidden: int | None = None
+    #: keep/skip bias of the last predictor layer starts at +/- bias_init (P(keep) ~ 1 at the start)
+    bias_init: float = 5.0
+    mask_mode: str = "additive"
+    eval_decision: str = "argmax"
+    loss_denominator: str = "real"
+    #: layers with a predictor (None = every layer)
+    skim_layers: list[int] | None = None
+
+
+class SkimPredictor(nn.Module):
+    """LayerNorm - Linear - LayerNorm - GELU - Linear(2); class 1 = keep."""
+
+    def __init__(self, hidden: int, inner: int, bias_init: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, inner), nn.LayerNorm(inner), nn.GELU(), nn.Linear(inner, 2))
+        for m in self.net:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        with torch.no_grad():  # "unbalanced" init: start by keeping everything
+            last = self.net[-1]
+            last.bias.copy_(torch.tensor([-bias_init, bias_init]) + torch.randn(2) * 0.02)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+def transkimmer_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention that lets soft key weights (straight-through masks) carry gradients.
+
+    Without ``skim_key_weights`` it is plain SDPA (evaluation / prune mode stays on the fused kernel).
+    """
+    weights = kwargs.pop("skim_key_weights", None)
+    mode = kwargs.pop("skim_mask_mode", "additive")
+    pad_mask = kwargs.pop("skim_pad_mask", None)
+    if weights is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    w = weights[:, None, None, :].to(scores.dtype)
+    if mode == "multiply":
+        # the paper's code: softmax over every non-padding key, then multiply by the mask (no renormalisation)
+        scores = scores.masked_fill(~pad_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        probs = scores.softmax(-1) * w
+    else:
+        # exp(s)*m / sum(exp(s)*m): equals removing the masked keys, and is differentiable in m
+        mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask > torch.finfo(attention_mask.dtype).min / 2
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        probs = scores.softmax(-1) * w
+        probs = probs / probs.sum(-1, keepdim=True).clamp_min(torch.finfo(probs.dtype).tiny)
+    probs = F.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return out, probs
+
+
+AttentionInterface.register(ATTN_NAME, transkimmer_attention)
+
+
+@register
+class Transkimmer(SkimStrategy):
+    name = "transkimmer"
+    config_class = TranskimmerConfig
+    supported_tasks = ("qa", "cls")
+    skimmed_logit = None  # skimmed tokens keep their forwarded state, as the original
+    attn_implementation = ATTN_NAME
+
+    def __init__(self, cfg: TranskimmerConfig):
+        super().__init__(cfg)
+        for key, allowed in (
+            ("mask_mode", ("additive", "multiply")),
+            ("eval_decision", ("argmax", "gumbel")),
+            ("loss_denominator", ("real", "padded")),
+        ):
+            if getattr(cfg, key) not in allowed:
+                raise ConfigError(f"skim.{key} must be one of {allowed}, got {getattr(cfg, key)!r}")
+        if cfg.train_mode != "mask":
+            raise ConfigError("skim=transkimmer trains in mask mode (its gradients flow through the soft mask); set skim.train_mode=mask")
+        if cfg.tau <= 0:
+            raise ConfigError(f"skim.tau must be > 0, got {cfg.tau}")
+        self.predictors = nn.ModuleDict()
+        self.skim_layers: list[int] = []
+
+    @classmethod
+    def check_compatible(cls, task: str, attn_implementation: str) -> None:
+        super().check_compatible(task, attn_implementation)
+        if attn_implementation not in ("auto", ATTN_NAME):
+            raise ConfigError(
+                f"skim=transkimmer brings its own attention function (SDPA when nothing is masked); "
+                f"leave model.attn_implementation=auto (got {attn_implementation})"
+            )
+
+    def attach(self, encoder: SkimEncoder) -> None:
+        super().attach(encoder)
+        n = encoder.num_layers
+        layers = list(range(n)) if self.cfg.skim_layers is None else sorted(set(self.cfg.skim_layers))
+        bad = [i for i in layers if not 0 <= i < n]
+        if bad:
+            raise ConfigError(f"skim.skim_layers {bad} out of range for a {n}-layer model (valid: 0..{n - 1})")
+        self.skim_layers = layers
+        hidden = encoder.hidden_size
+        inner = self.cfg.predictor_hidden or hidden
+        for i in layers:
+            self.predictors[str(i)] = SkimPredictor(hidden, inner, self.cfg.bias_init)
+
+    # ---- decisions ---------------------------------------------------------------------------------------
+    def _decide(self, logits: torch.Tensor) -> torch.Tensor:
+        """[B, n, 2] logits -> [B, n] keep in {0, 1} (float; straight-through gradients while training)."""
+        if self.training or self.cfg.eval_decision == "gumbel":
+            return F.gumbel_softmax(logits.float(), tau=self.cfg.tau, hard=True)[..., 1]
+        return (logits[..., 1] > logits[..., 0]).float()
+
+    def before_layer(self, state: SkimState) -> torch.Tensor | None:
+        i = state.layer
+        extras = state.extras
+        if i == 0:
+            extras["tk_masks"] = []  # (m over current coords, real mask, padded m) per predictor layer
+            state.keep_weight = None
+        if i not in self.skim_layers:
+            return None
+        logits = self.predictors[str(i)](state.hidden)
+        m = self._decide(logits)
+        m = torch.where(state.pos == 0, torch.ones_like(m), m)  # [CLS] is never skimmed
+        prev = state.keep_weight if state.keep_weight is not None else state.alive.to(m.dtype)
+        m_pad = None
+        if self.cfg.loss_denominator == "padded" and state.mode == "mask":
+            # the original also runs the predictor on padding and counts it: track that product separately
+            prev_pad = extras.get("tk_prev_pad", torch.ones_like(m))
+            m_pad = m * prev_pad
+            extras["tk_prev_pad"] = m_pad
+        m = m * prev  # cumulative: a skimmed token never returns (padding stays 0)
+        extras["tk_masks"].append((m, state.alive & (m > 0.5), m_pad))
+        if state.mode == "mask":
+            state.keep_weight = m
+        return m > 0.5
+
+    def layer_kwargs(self, state: SkimState) -> dict:
+        if state.mode != "mask" or state.keep_weight is None:
+            return {}
+        kw = {"skim_key_weights": state.keep_weight, "skim_mask_mode": self.cfg.mask_mode}
+        if self.cfg.mask_mode == "multiply":
+            kw["skim_pad_mask"] = state.real_full
+        return kw
+
+    # ---- loss --------------------------------------------------------------------------------------------
+    def aux_losses(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        masks = out.extras.get("tk_masks") or []
+        if not masks or not self.training:
+            return {}
+        real = out.real_tokens.clamp_min(1).to(masks[0][0].dtype)
+        terms = []
+        for m, _, m_pad in masks:
+            if self.cfg.loss_denominator == "padded" and m_pad is not None:
+                terms.append(m_pad.sum(1).mean() / m_pad.shape[1])
+            else:
+                terms.append((m.sum(1) / real).mean())
+        skim_loss = torch.stack(terms).mean()
+        return {"skim_loss": self.cfg.skim_coefficient * skim_loss}
+
+    # ---- cost of the predictors (for FLOPs accounting) ---------------------------------------------------
+    def predictor_macs(self, layer: int, tokens: int, hidden: int) -> int:
+        if layer not in self.skim_layers:
+            return 0
+        inner = self.cfg.predictor_hidden or hidden
+        return tokens * (hidden * inner + inner * 2)

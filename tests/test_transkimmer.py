@@ -1,0 +1,141 @@
+"""Transkimmer: bias-init equality with dense, mask (fixed) == prune, loss and gradients, faithful flags."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skim.encoders.skim_encoder import SkimEncoder
+from skim.errors import ConfigError
+from skim.strategies import build_strategy
+from skim.strategies.transkimmer import ATTN_NAME
+from tests.conftest import ragged_batch, tiny_bert
+
+
+def _encoder(seed=0, spread: float | None = None, **kw) -> SkimEncoder:
+    enc = SkimEncoder(tiny_bert(attn=ATTN_NAME, seed=seed), build_strategy({"name": "transkimmer", **kw})).eval()
+    if spread is not None:
+        g = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():  # untrained predictors that keep some tokens and skim others
+            for p in enc.strategy.predictors.values():
+                last = p.net[-1]
+                last.weight.copy_(torch.randn(last.weight.shape, generator=g) * spread)
+                last.bias.copy_(torch.tensor([0.0, 1.0]))
+    return enc
+
+
+def test_bias_init_keeps_everything_and_equals_dense():
+    ids, mask = ragged_batch(8, 70, min_len=20)
+    enc = _encoder(skim_coefficient=0.0)
+    dense = SkimEncoder(tiny_bert(attn="sdpa", seed=0), build_strategy({"name": "none"})).eval()
+    dense.backbone.load_state_dict(enc.backbone.state_dict())
+    with torch.no_grad():
+        a = enc(ids, mask, mode="prune")
+        b = dense(ids, mask, mode="prune")
+    real = mask.bool()
+    assert torch.equal(a.final_keep, real)
+    assert torch.equal(a.kept_per_layer, b.kept_per_layer)
+    assert torch.equal(a.last_hidden_state[real], b.last_hidden_state[real])
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_additive_mask_mode_equals_prune_mode(batch_size):
+    enc = _encoder(spread=1.0)
+    ids, mask = ragged_batch(9, 70, min_len=20)
+    ids, mask = ids[1 : 1 + batch_size], mask[1 : 1 + batch_size]
+    with torch.no_grad():
+        m = enc(ids, mask, mode="mask")
+        p = enc(ids, mask, mode="prune")
+    assert torch.equal(m.final_keep, p.final_keep)
+    assert torch.equal(m.kept_per_layer, p.kept_per_layer)
+    assert (m.kept_per_layer[-1] < mask.sum(1)).all() and (m.kept_per_layer[-1] > 1).any()
+    # kept counts never grow (cumulative mask) and [CLS] survives
+    assert (m.kept_per_layer[1:] <= m.kept_per_layer[:-1]).all()
+    assert m.final_keep[:, 0].all()
+    real = mask.bool()
+    torch.testing.assert_close(m.last_hidden_state[real], p.last_hidden_state[real], atol=1e-5, rtol=1e-4)
+
+
+def test_multiply_mode_is_the_papers_unnormalised_masking():
+    fixed = _encoder(spread=1.0)
+    paper = _encoder(spread=1.0, mask_mode="multiply")
+    ids, mask = ragged_batch(4, 70, min_len=60)
+    with torch.no_grad():
+        a = fixed(ids, mask, mode="mask")
+        b = paper(ids, mask, mode="mask")
+    assert torch.equal(a.final_keep, b.final_keep)
+    keep = a.final_keep & ~(a.kept_per_layer[-1] == mask.sum(1))[:, None]
+    assert not torch.allclose(a.last_hidden_state[keep], b.last_hidden_state[keep], atol=1e-4)
+
+
+def test_gradients_reach_predictors_from_both_losses():
+    enc = _encoder(spread=0.5).train()
+    ids, mask = ragged_batch(4, 40, min_len=30)
+    out = enc(ids, mask, mode="mask")
+    skim = enc.strategy.aux_losses(out, {})["skim_loss"]
+    skim.backward(retain_graph=True)
+    for name, p in enc.strategy.predictors.named_parameters():
+        if name.endswith("net.4.weight"):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    enc.zero_grad()
+    # the task loss alone also reaches the predictors, through the straight-through mask
+    out.last_hidden_state[:, 1:].pow(2).mean().backward()
+    grads = [p.grad for n, p in enc.strategy.predictors.named_parameters() if n.endswith("net.4.weight")]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("denominator", ["real", "padded"])
+def test_skim_loss_denominators_hand_checked(denominator):
+    # predictors that skim every token but [CLS] (bias -50: the Gumbel noise cannot flip it)
+    enc = _encoder(bias_init=-50.0, loss_denominator=denominator, skim_coefficient=1.0).train()
+    ids, mask = ragged_batch(3, 10, min_len=4)
+    out = enc(ids, mask, mode="mask")
+    loss = enc.strategy.aux_losses(out, {})["skim_loss"].item()
+    if denominator == "real":
+        expected = (1.0 / mask.sum(1).float()).mean().item()  # one kept token ([CLS]) over the real tokens
+    else:
+        expected = 1.0 / 10  # the original: kept (padding included) over the padded length
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_eval_decisions_are_deterministic_unless_faithful_gumbel():
+    ids, mask = ragged_batch(4, 50, min_len=30)
+    det = _encoder(spread=1.0)
+    with torch.no_grad():
+        a, b = det(ids, mask, mode="prune"), det(ids, mask, mode="prune")
+    assert torch.equal(a.final_keep, b.final_keep)
+    sto = _encoder(spread=1.0, eval_decision="gumbel")
+    with torch.no_grad():
+        keeps = [sto(ids, mask, mode="prune").final_keep for _ in range(5)]
+    assert any(not torch.equal(keeps[0], k) for k in keeps[1:])
+
+
+def test_bad_flags_are_config_errors():
+    with pytest.raises(ConfigError, match="mask_mode"):
+        build_strategy({"name": "transkimmer", "mask_mode": "divide"})
+    with pytest.raises(ConfigError, match="train_mode"):
+        build_strategy({"name": "transkimmer", "train_mode": "prune"})
+    from skim.strategies.transkimmer import Transkimmer
+
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        Transkimmer.check_compatible("cls", "eager")
+
+
+def test_transkimmer_runs_on_qa(minilm_path):
+    from skim.models.qa_module import QAModule
+
+    module = QAModule(
+        model={"pretrained_name_or_path": minilm_path, "random_init": True,
+               "config_overrides": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}},
+        skim={"name": "transkimmer", "skim_coefficient": 0.3},
+    ).train()
+    ids, mask = ragged_batch(4, 60, vocab=1000, min_len=40)
+    batch = {"input_ids": ids, "attention_mask": mask, "start_positions": torch.tensor([3, 5, 7, 9]), "end_positions": torch.tensor([4, 6, 8, 9])}
+    start, end, out = module(batch)
+    terms = module._losses(start, end, out, batch)
+    assert set(terms) == {"qa_loss", "skim_loss", "loss"}
+    terms["loss"].backward()
+    module.eval()
+    with torch.no_grad():
+        start, end, out = module(batch)
+    assert start.shape == ids.shape and torch.isfinite(start).all()
