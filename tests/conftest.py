@@ -72,3 +72,15 @@ def tmp_run_root(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     return tmp_path
+
+
+def calibrate_blockskim_threshold(enc, ids, mask) -> float:
+    """Set an untrained Block-Skim's threshold to the median P(keep) of its first layer's blocks, so that it
+    really drops about half of them (a real decision on real predictor outputs, not a stub)."""
+    with torch.no_grad():
+        enc.strategy.cfg.threshold = 0.0
+        out = enc(ids, mask, mode="mask")
+        first = min(out.extras["block_logits"])
+        logits, _, valid = out.extras["block_logits"][first]
+        enc.strategy.cfg.threshold = float(logits.softmax(-1)[..., 1][valid].median())
+    return enc.strategy.cfg.threshold

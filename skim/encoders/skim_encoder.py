@@ -114,6 +114,8 @@ class EncoderOutput:
     last_hidden_state: torch.Tensor  # [B, L, D] full length; skimmed tokens carry their forwarded state
     final_keep: torch.Tensor  # [B, L] bool: tokens alive after the last layer (and its decision)
     kept_per_layer: torch.Tensor  # [num_layers, B] real tokens entering each layer
+    # [num_layers, B] live tokens before each layer's before-layer decision (what a Transkimmer predictor reads)
+    tokens_before_decision: torch.Tensor
     real_tokens: torch.Tensor  # [B] real tokens per example
     extras: dict[str, Any]
 
@@ -211,8 +213,10 @@ class SkimEncoder(nn.Module):
             batch=batch or {},
         )
         strategy = self.strategy
+        before: list[torch.Tensor] = []
         for i in range(self.num_layers):
             state.layer = i
+            before.append(state.alive.sum(1))
             keep = strategy.before_layer(state)
             if keep is not None:
                 self.apply_keep(state, keep)
@@ -240,6 +244,7 @@ class SkimEncoder(nn.Module):
             last_hidden_state=state.forwarded,
             final_keep=final_keep,
             kept_per_layer=torch.stack(state.kept_per_layer),
+            tokens_before_decision=torch.stack(before),
             real_tokens=real.sum(1),
             extras=state.extras,
         )

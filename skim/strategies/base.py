@@ -90,9 +90,16 @@ class SkimStrategy(nn.Module):
         return {}
 
     # ---- cost accounting -----------------------------------------------------------------------------------
+    #: which live tokens a layer's predictor reads: "before" its layer's decision (Transkimmer) or the tokens that
+    #: ran the layer (Block-Skim, "layer")
+    predictor_reads: ClassVar[str] = "layer"
+
     def predictor_macs(self, layer: int, tokens: int, hidden: int) -> int:
         """Multiply-accumulates of this strategy's predictor at ``layer`` for ``tokens`` live tokens."""
         return 0
+
+    def predictor_tokens(self, out: EncoderOutput) -> torch.Tensor:
+        return out.tokens_before_decision if self.predictor_reads == "before" else out.kept_per_layer
 
     # ---- evaluation statistics (summed over batches and ranks) -------------------------------------------
     def eval_stat_size(self) -> int:

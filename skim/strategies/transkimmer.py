@@ -102,6 +102,7 @@ class Transkimmer(SkimStrategy):
     config_class = TranskimmerConfig
     supported_tasks = ("qa", "cls")
     skimmed_logit = None  # skimmed tokens keep their forwarded state, as the original
+    predictor_reads = "before"
     attn_implementation = ATTN_NAME
 
     def __init__(self, cfg: TranskimmerConfig):

@@ -1,0 +1,62 @@
+"""Analytic FLOPs of a BERT-shaped encoder from per-layer kept-token counts.
+
+Per layer with ``n`` tokens, hidden ``d`` and FFN width ``f`` (multiply-accumulates):
+QKV and output projections ``4 n d^2``, FFN ``2 n d f``, attention scores and weighted values ``2 n^2 d``; plus
+the skim predictor (``strategy.predictor_macs``) and the task head. Embedding lookups, LayerNorm, softmax and
+activations are not counted (like ``torch.utils.flop_counter``, which counts matmuls and convolutions only).
+FLOPs = 2 x MACs. Counts are per example, with each example's own token counts, so padding is excluded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    hidden: int
+    ffn: int
+    layers: int
+    heads: int
+
+    @classmethod
+    def of(cls, config) -> EncoderShape:
+        return cls(config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.num_attention_heads)
+
+
+def layer_macs(n: torch.Tensor, shape: EncoderShape) -> torch.Tensor:
+    n = n.to(torch.float64)
+    d, f = shape.hidden, shape.ffn
+    return 4 * n * d * d + 2 * n * d * f + 2 * n * n * d
+
+
+def encoder_macs(
+    kept_per_layer: torch.Tensor,
+    shape: EncoderShape,
+    predictor_macs=None,
+    predictor_tokens: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[num_layers, B] tokens entering each layer -> [B] encoder MACs (predictor included when given).
+
+    ``predictor_macs(layer, tokens) -> int`` and ``predictor_tokens`` ([num_layers, B], tokens the predictor of
+    each layer reads) add the skim predictors' cost.
+    """
+    total = layer_macs(kept_per_layer, shape).sum(0)
+    if predictor_macs is not None and predictor_tokens is not None:
+        extra = torch.tensor(
+            [[predictor_macs(i, int(t)) for t in predictor_tokens[i].tolist()] for i in range(predictor_tokens.shape[0])],
+            dtype=torch.float64,
+            device=total.device,
+        )
+        total = total + extra.sum(0)
+    return total
+
+
+def head_macs(task: str, final_tokens: torch.Tensor, shape: EncoderShape, num_labels: int = 2) -> torch.Tensor:
+    """QA span head on the surviving tokens; classification pooler + classifier on [CLS]."""
+    d = shape.hidden
+    if task == "qa":
+        return final_tokens.to(torch.float64) * d * 2
+    return torch.full_like(final_tokens, d * d + d * num_labels, dtype=torch.float64)
