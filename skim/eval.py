@@ -53,7 +53,7 @@ def evaluate(cfg: DictConfig) -> dict:
     loggers = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False)
     trainer.validate(module, datamodule=datamodule)
-    metrics = dict(module.last_eval.get("metrics", {}))
+    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
     data_info = datamodule.describe()
     record = run_record(cfg, metrics, {"data_info": data_info, "padding": data_info.get("padding"), "ckpt_path": cfg.ckpt_path})
     if metrics and trainer.is_global_zero:

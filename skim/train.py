@@ -54,7 +54,7 @@ def train(cfg: DictConfig) -> dict:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
         trainer.validate(module, datamodule=datamodule, ckpt_path=best if (final == "best" and best) else None)
 
-    metrics = dict(module.last_eval.get("metrics", {}))
+    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
     data_info = datamodule.describe() if hasattr(datamodule, "describe") else {}
     record = run_record(cfg, metrics, {"data_info": data_info, "padding": data_info.get("padding")})
     if metrics and not trainer.fast_dev_run:

@@ -59,11 +59,15 @@ def test_train_on_a_real_squad_slice(skim, tmp_run_root):
     assert json.loads(results[-1])["metrics"]["val/f1"] == metrics["val/f1"]
     ckpts = list((out / "checkpoints").glob("*.ckpt"))
     assert ckpts
+    assert metrics["val/flops/dense_gflops"] <= metrics["val/flops/dense_padded_gflops"]
     if skim == "blockskim":
         assert "val/skim/block_recall_layer0" in metrics
         assert 0.0 <= metrics["val/skim/kept_layer1"] <= 1.0
+        # the predictors' cost is counted: with little skimming, skim FLOPs can exceed dense ones
+        assert metrics["val/flops/skim_gflops"] > 0
     else:
         assert metrics["val/skim/kept_layer1"] == 1.0
+        assert metrics["val/flops/speedup"] == pytest.approx(1.0)
 
 
 def test_wandb_offline_one_run_per_job(tmp_run_root):

@@ -90,6 +90,8 @@ class SkimState:
     keep_weight: torch.Tensor | None = None
     # kept real tokens entering each layer, per example: list of [B] long tensors
     kept_per_layer: list[torch.Tensor] = field(default_factory=list)
+    # of which protected ("special": [CLS]/question/[SEP]) tokens
+    special_per_layer: list[torch.Tensor] = field(default_factory=list)
     # free slot for strategies (predictor logits, decisions, ...)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +119,8 @@ class EncoderOutput:
     # [num_layers, B] live tokens before each layer's before-layer decision (what a Transkimmer predictor reads)
     tokens_before_decision: torch.Tensor
     real_tokens: torch.Tensor  # [B] real tokens per example
+    special_per_layer: torch.Tensor  # [num_layers, B] live protected tokens entering each layer
+    special_tokens: torch.Tensor  # [B] protected tokens per example
     extras: dict[str, Any]
 
 
@@ -221,6 +225,7 @@ class SkimEncoder(nn.Module):
             if keep is not None:
                 self.apply_keep(state, keep)
             state.kept_per_layer.append(state.alive.sum(1))
+            state.special_per_layer.append((state.alive & state.gather_full(state.protect_full)).sum(1))
 
             needs_probs = strategy.needs_attention_probs(i)
             if needs_probs:
@@ -246,6 +251,8 @@ class SkimEncoder(nn.Module):
             kept_per_layer=torch.stack(state.kept_per_layer),
             tokens_before_decision=torch.stack(before),
             real_tokens=real.sum(1),
+            special_per_layer=torch.stack(state.special_per_layer),
+            special_tokens=state.protect_full.sum(1),
             extras=state.extras,
         )
 

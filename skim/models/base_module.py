@@ -38,9 +38,6 @@ class SkimTaskModule(pl.LightningModule):
         )
         backbone = build_backbone(model, attn_implementation=impl, add_pooling_layer=add_pooling_layer)
         self.encoder = SkimEncoder(backbone, strategy)
-        n = self.encoder.num_layers
-        self.kept_tokens = SumVector(n)
-        self.real_tokens = SumVector(1)
         self.strategy_stats = SumVector(max(strategy.eval_stat_size(), 1))
 
     @property
@@ -61,26 +58,27 @@ class SkimTaskModule(pl.LightningModule):
         )
 
     # ---- skim statistics ---------------------------------------------------------------------------------
-    def update_skim_stats(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> None:
-        self.kept_tokens.update(out.kept_per_layer.sum(1))
-        self.real_tokens.update(out.real_tokens.sum().reshape(1))
+    def step_skim_outputs(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Per-example token counts for the skim-ratio and FLOPs callbacks (returned by validation_step)."""
         stats = self.strategy.eval_stats(out, batch)
         if stats is not None:
             self.strategy_stats.update(stats)
+        return {
+            "kept": out.kept_per_layer.detach(),
+            "special": out.special_per_layer.detach(),
+            "special_total": out.special_tokens.detach(),
+            "real": out.real_tokens.detach(),
+            "pred_tokens": self.strategy.predictor_tokens(out).detach(),
+            "final": out.final_keep.sum(1).detach(),
+            "padded_len": int(out.final_keep.shape[1]),
+        }
 
     def compute_skim_stats(self) -> dict[str, float]:
-        kept = self.kept_tokens.compute()
-        real = float(self.real_tokens.compute().reshape(-1)[0])
+        """Strategy-specific validation statistics (e.g. Block-Skim's block precision/recall), summed over ranks."""
         res: dict[str, float] = {}
-        if real > 0:
-            ratios = (kept / real).tolist()
-            for i, r in enumerate(ratios):
-                res[f"kept_layer{i}"] = r
-            res["kept_mean"] = sum(ratios) / len(ratios)
         if self.strategy.eval_stat_size():
             res.update(self.strategy.format_eval_stats(self.strategy_stats.compute()))
-        for m in (self.kept_tokens, self.real_tokens, self.strategy_stats):
-            m.reset()
+        self.strategy_stats.reset()
         return res
 
     # ---- optimisation ------------------------------------------------------------------------------------

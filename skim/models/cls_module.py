@@ -98,7 +98,7 @@ class ClassificationModule(SkimTaskModule):
             self.log(f"val/{k}", v, batch_size=bs, sync_dist=True)
         preds = logits.squeeze(-1) if self.is_regression else logits.argmax(-1)
         self.val_metrics.update(preds, batch["labels"])
-        self.update_skim_stats(out, batch)
+        return {"skim": self.step_skim_outputs(out, batch)}
 
     def on_validation_epoch_end(self) -> None:
         from skim.metrics.classification import scaled

@@ -87,7 +87,7 @@ class QAModule(SkimTaskModule):
             terms = self._losses(start, end, out, batch)
             for k, v in terms.items():
                 self.log(f"val/{k}", v, batch_size=bs, sync_dist=True)
-        self.update_skim_stats(out, batch)
+        skim_outputs = self.step_skim_outputs(out, batch)
         width = self._eval_width()
         pad = width - start.shape[1]
         if pad < 0:
@@ -95,6 +95,7 @@ class QAModule(SkimTaskModule):
         self._eval_buffer.append(
             (batch["feature_index"].detach(), F.pad(start.detach(), (0, pad), value=-100.0), F.pad(end.detach(), (0, pad), value=-100.0))
         )
+        return {"skim": skim_outputs}
 
     def _eval_width(self) -> int:
         return int(self.trainer.datamodule.max_seq_length)
