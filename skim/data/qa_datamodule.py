@@ -277,13 +277,17 @@ class QADataModule(pl.LightningDataModule):
                 for r in meta
             ]
 
-    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def benchmark_loader(self, batch_size: int) -> DataLoader:
+        """Evaluation batches of exactly ``batch_size`` (no per-device split), in dataset order."""
+        return self._loader(self.eval_dataset, batch_size, shuffle=False, per_device=False)
+
+    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool, per_device: bool = True) -> DataLoader:
         pad_to = self.max_seq_length if self.padding == "max_length" else None
         pad_id = self.tokenizer.pad_token_id or 0
         cols = [*MODEL_COLUMNS, "start_positions", "end_positions", "example_index", "feature_index"]
         return DataLoader(
             ds.select_columns(cols),
-            batch_size=self._per_device(batch_size),
+            batch_size=self._per_device(batch_size) if per_device else batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             collate_fn=functools.partial(qa_collate, pad_token_id=pad_id, pad_to=pad_to),

@@ -1,0 +1,273 @@
+"""``python -m skim.benchmark``: time a skimming model against the dense model on the same real batches.
+
+Both models share the backbone weights and run in one process on the same evaluation batches (the data config's
+padding policy). For every batch size, dtype and dense attention kernel it reports sequences/s, latency p50/p90,
+analytic FLOPs, the measured speed-up (dense time / skim time) and realised/analytic ratio, and writes
+``benchmark.json`` and ``benchmark.md`` into the run directory (device name, library versions, padding policy).
+
+Model: a trained checkpoint (``ckpt_path=...``), or a model shape with random weights and a forced schedule:
+    python -m skim.benchmark model=bert-base model.random_init=true skim=forced skim.keep_after=1 skim.keep_ratio=0.333
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import skim  # noqa: F401
+from skim.errors import ConfigError
+from skim.metrics.flops import EncoderShape, encoder_macs, head_macs
+from skim.utils.config_store import register_configs
+from skim.utils.run import append_result, run_record, task_wrapper, validate_config, write_json
+
+log = logging.getLogger("skim.benchmark")
+register_configs()
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA device is available")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def build_modules(cfg: DictConfig, datamodule) -> tuple[Any, Any]:
+    """(skim module, dense module) sharing weights; from a checkpoint or from the model/skim configs."""
+    from hydra.utils import get_class, instantiate
+
+    extra = {}
+    if datamodule.task == "cls":
+        extra = {"num_labels": datamodule.num_labels, "is_regression": datamodule.is_regression, "metric_names": datamodule.metric_names}
+    if cfg.get("ckpt_path"):
+        cls = get_class(cfg.module._target_)
+        skim_mod = cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+    else:
+        skim_mod = instantiate(cfg.module, **extra)
+    dense_cfg = copy.deepcopy(OmegaConf.to_container(cfg.module, resolve=True))
+    dense_cfg["skim"] = {"name": "none"}
+    dense_cfg["model"] = dict(skim_mod.hparams["model"])
+    dense_cfg["model"]["attn_implementation"] = "sdpa"
+    dense_cfg["model"]["random_init"] = True  # weights are copied below: never load them twice
+    dense_cfg.pop("_convert_", None)
+    dense_mod = get_class(dense_cfg.pop("_target_"))(**dense_cfg, **extra)
+    missing, unexpected = dense_mod.load_state_dict(skim_mod.state_dict(), strict=False)
+    if missing:
+        raise RuntimeError(f"dense model misses weights of the skim model: {missing[:5]}")
+    return skim_mod.eval(), dense_mod.eval()
+
+
+def set_attn(module, impl: str) -> None:
+    module.encoder.backbone.config._attn_implementation = impl
+
+
+@torch.inference_mode()
+def time_model(module, batches: list[dict], device, dtype, warmup: int, mode: str) -> dict[str, Any]:
+    lat: list[float] = []
+    kept_rows = []
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else torch.autocast(device.type, enabled=False)
+    with autocast:
+        for b in batches[: max(warmup, 0)]:
+            module(b, mode=mode)
+        _sync(device)
+        for b in batches:
+            t0 = time.perf_counter()
+            out = module(b, mode=mode)
+            _sync(device)
+            lat.append(time.perf_counter() - t0)
+            enc_out = out[-1]
+            kept_rows.append((enc_out, b))
+    n_seq = sum(b["input_ids"].shape[0] for b in batches)
+    total = sum(lat)
+    q = statistics.quantiles(lat, n=10) if len(lat) >= 2 else [lat[0]] * 9
+    return {
+        "seconds": total,
+        "sequences_per_s": n_seq / total,
+        "latency_p50_ms": 1e3 * statistics.median(lat),
+        "latency_p90_ms": 1e3 * q[8],
+        "outputs": kept_rows,
+    }
+
+
+def analytic_gflops(module, rows) -> tuple[float, float, list[float]]:
+    """Per-example analytic GFLOPs of the skim model and of the dense model on the same examples; kept ratios."""
+    shape = EncoderShape.of(module.encoder.backbone.config)
+    strategy, task, hidden = module.strategy, module.task, shape.hidden
+    num_labels = getattr(module, "num_labels", None) or 2
+    skim_total = dense_total = 0.0
+    n = 0
+    kept_sum = None
+    real_sum = 0.0
+    for out, _ in rows:
+        skim = encoder_macs(out.kept_per_layer.cpu(), shape, lambda i, t: strategy.predictor_macs(i, t, hidden), strategy.predictor_tokens(out).cpu())
+        skim = skim + head_macs(task, out.final_keep.sum(1).cpu(), shape, num_labels)
+        real = out.real_tokens.cpu()
+        dense = encoder_macs(real[None].expand_as(out.kept_per_layer.cpu()), shape) + head_macs(task, real, shape, num_labels)
+        skim_total += 2 * float(skim.sum())
+        dense_total += 2 * float(dense.sum())
+        n += real.numel()
+        k = out.kept_per_layer.cpu().double().sum(1)
+        kept_sum = k if kept_sum is None else kept_sum + k
+        real_sum += float(real.sum())
+    return skim_total / n / 1e9, dense_total / n / 1e9, (kept_sum / real_sum).tolist()
+
+
+def make_batches(datamodule, batch_size: int, num_batches: int, device) -> list[dict]:
+    ds = datamodule.eval_dataset
+    loader = datamodule.benchmark_loader(batch_size) if hasattr(datamodule, "benchmark_loader") else None
+    if loader is None:
+        raise ConfigError(f"{type(datamodule).__name__} cannot build benchmark batches")
+    batches = []
+    for b in loader:
+        if b["input_ids"].shape[0] < batch_size:
+            break
+        batches.append({k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()})
+        if len(batches) >= num_batches:
+            break
+    if not batches:
+        raise ConfigError(f"the evaluation set has fewer than {batch_size} features ({len(ds)}); lower batch_sizes")
+    return batches
+
+
+def benchmark(cfg: DictConfig) -> dict:
+    from hydra.utils import instantiate
+    from tqdm.auto import tqdm
+
+    validate_config(cfg)
+    torch.manual_seed(cfg.seed)
+    device = _device(cfg.device)
+    out_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    skim_mod, dense_mod = build_modules(cfg, datamodule)
+    skim_mod.to(device)
+    dense_mod.to(device)
+    skim_impl = skim_mod.encoder.backbone.config._attn_implementation
+    combos = [(bs, dt) for bs in cfg.batch_sizes for dt in cfg.dtypes]
+    results = []
+    bar = tqdm(total=len(combos) * (1 + len(cfg.dense_attention)), desc="benchmark", disable=not cfg.progress_bar)
+    for bs, dt in combos:
+        if dt not in DTYPES:
+            raise ConfigError(f"dtypes: unknown {dt!r}; use {sorted(DTYPES)}")
+        if dt != "fp32" and device.type == "cpu" and dt == "fp16":
+            raise ConfigError("fp16 autocast is not supported on CPU; use bf16")
+        batches = make_batches(datamodule, bs, cfg.num_batches, device)
+        dtype = DTYPES[dt]
+        set_attn(skim_mod, skim_impl)
+        skim_t = time_model(skim_mod, batches, device, dtype, cfg.warmup, skim_mod.strategy.cfg.eval_mode)
+        bar.update(1)
+        skim_gf, dense_gf, kept = analytic_gflops(skim_mod, skim_t.pop("outputs"))
+        row = {
+            "batch_size": bs,
+            "dtype": dt,
+            "skim": {k: v for k, v in skim_t.items()} | {"attn": skim_impl, "gflops_per_example": skim_gf},
+            "kept_ratio_per_layer": kept,
+            "dense": {},
+        }
+        for attn in cfg.dense_attention:
+            set_attn(dense_mod, attn)
+            d = time_model(dense_mod, batches, device, dtype, cfg.warmup, "prune")
+            d.pop("outputs")
+            speed = d["seconds"] / skim_t["seconds"]
+            analytic = dense_gf / skim_gf
+            row["dense"][attn] = d | {"gflops_per_example": dense_gf, "speedup": speed, "analytic_speedup": analytic, "realised_over_analytic": speed / analytic}
+            bar.update(1)
+        results.append(row)
+    bar.close()
+    report = {
+        "device": device_name(device),
+        "versions": _versions(),
+        "padding": datamodule.padding,
+        "data": datamodule.describe(),
+        "model": skim_mod.hparams["model"].get("name"),
+        "skim": OmegaConf.to_container(cfg.skim, resolve=True) if not cfg.get("ckpt_path") else dict(skim_mod.hparams["skim"] or {}),
+        "ckpt_path": cfg.get("ckpt_path"),
+        "num_batches": cfg.num_batches,
+        "warmup": cfg.warmup,
+        "results": results,
+    }
+    write_json(out_dir / "benchmark.json", report)
+    md = markdown(report)
+    (out_dir / "benchmark.md").write_text(md)
+    print(md)
+    flat = flat_metrics(report)
+    if cfg.get("results_file"):
+        append_result(cfg.results_file, run_record(cfg, flat, {"padding": datamodule.padding, "device": report["device"]}))
+    return flat
+
+
+def flat_metrics(report: dict) -> dict[str, float]:
+    flat = {}
+    for r in report["results"]:
+        key = f"bench/bs{r['batch_size']}_{r['dtype']}"
+        flat[f"{key}/skim_seq_per_s"] = r["skim"]["sequences_per_s"]
+        for attn, d in r["dense"].items():
+            flat[f"{key}/speedup_vs_{attn}"] = d["speedup"]
+            flat[f"{key}/analytic_speedup"] = d["analytic_speedup"]
+    return flat
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# skim benchmark — {report['device']}",
+        "",
+        f"model `{report['model']}`, skim `{report['skim'].get('name')}`, padding `{report['padding']}`, "
+        f"versions {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
+        "",
+        "| bs | dtype | dense attn | dense seq/s | skim seq/s | skim p50 ms | skim p90 ms | dense p50 ms | GFLOPs dense/skim | analytic × | measured × | realised/analytic |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        s = r["skim"]
+        for attn, d in r["dense"].items():
+            lines.append(
+                f"| {r['batch_size']} | {r['dtype']} | {attn} | {d['sequences_per_s']:.1f} | {s['sequences_per_s']:.1f} | "
+                f"{s['latency_p50_ms']:.2f} | {s['latency_p90_ms']:.2f} | {d['latency_p50_ms']:.2f} | "
+                f"{d['gflops_per_example']:.3f}/{s['gflops_per_example']:.3f} | {d['analytic_speedup']:.2f} | {d['speedup']:.2f} | {d['realised_over_analytic']:.2f} |"
+            )
+    kept = report["results"][0]["kept_ratio_per_layer"] if report["results"] else []
+    lines += ["", "kept-token ratio per layer (padding excluded): " + " ".join(f"{k:.3f}" for k in kept)]
+    return "\n".join(lines) + "\n"
+
+
+def _versions() -> dict[str, str]:
+    import lightning
+    import transformers
+
+    v = {"torch": torch.__version__, "transformers": transformers.__version__, "lightning": lightning.__version__, "skim": skim.__version__}
+    if torch.cuda.is_available():
+        v["cuda"] = torch.version.cuda or ""
+    return v
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
+def main(cfg: DictConfig) -> None:
+    task_wrapper(benchmark)(cfg)
+
+
+if __name__ == "__main__":
+    main()
