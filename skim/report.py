@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_METRICS = ("val/em", "val/f1", "val/acc", "val/skim/kept_mean")
+DEFAULT_METRICS = ("val/em", "val/f1", "val/acc", "val/skim/kept_mean", "val/flops/speedup", "val/flops/speedup_vs_padded")
 
 
 def load_rows(path: str | Path, under: str | None = None) -> list[dict[str, Any]]:
@@ -58,11 +58,53 @@ def markdown_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = DEFAUL
     return "\n".join(lines)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated in (speed-up up, accuracy up)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def pareto_plot(rows: list[dict[str, Any]], path: str | Path, accuracy: str, speed: str = "val/flops/speedup") -> Path:
+    """Accuracy vs speed-up scatter, one colour per strategy, Pareto front drawn; written as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(float(r["metrics"][speed]), float(r["metrics"][accuracy]), r) for r in rows if speed in r.get("metrics", {}) and accuracy in r.get("metrics", {})]
+    if not pts:
+        raise SystemExit(f"skim.report: no rows with both {accuracy} and {speed}")
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name in sorted({str(r.get("skim")) for _, _, r in pts}):
+        xs = [x for x, _, r in pts if str(r.get("skim")) == name]
+        ys = [y for _, y, r in pts if str(r.get("skim")) == name]
+        ax.scatter(xs, ys, label=name, s=30)
+    front = pareto_front([(x, y) for x, y, _ in pts])
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+    ax.set_xlabel(f"speed-up ({speed})")
+    ax.set_ylabel(accuracy)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m skim.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--file", default=None, help="results file (default: <repo>/logs/results.jsonl)")
     ap.add_argument("--under", default=None, help="only rows whose run directory lies under this folder (a sweep)")
     ap.add_argument("--metrics", nargs="*", default=list(DEFAULT_METRICS))
+    ap.add_argument("--output", default=None, help="also write the markdown table to this file")
+    ap.add_argument("--plot", default=None, help="write an accuracy-vs-speed-up Pareto plot (PNG) here")
+    ap.add_argument("--accuracy", default=None, help="metric on the plot's y axis (default: val/f1, else val/acc)")
+    ap.add_argument("--speed", default="val/flops/speedup", help="metric on the plot's x axis")
     args = ap.parse_args(argv)
     if args.file is None:
         from skim.utils.resolvers import skim_root
@@ -72,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("no finished runs found", file=sys.stderr)
         return 1
-    print(markdown_table(rows, tuple(args.metrics)))
+    table = markdown_table(rows, tuple(args.metrics))
+    print(table)
+    if args.output:
+        Path(args.output).write_text(table + "\n")
+    if args.plot:
+        acc = args.accuracy or ("val/f1" if any("val/f1" in r.get("metrics", {}) for r in rows) else "val/acc")
+        print(f"plot: {pareto_plot(rows, args.plot, acc, args.speed)}")
     return 0
 
 
