@@ -103,7 +103,7 @@ def test_label_ids_follow_the_hub_order():
 
 
 def test_registry():
-    assert list(TASKS) == ALL_TASKS
+    assert set(TASKS) == set(ALL_TASKS)
     monitors = {"cola": "val/mcc", "stsb": "val/pearson", "mrpc": "val/f1", "qqp": "val/f1"}
     for name, spec in TASKS.items():
         assert spec.monitor == monitors.get(name, "val/acc")
@@ -139,7 +139,8 @@ def test_local_config_batches(name, minilm_path, tmp_path, clean_hydra):
     spec = TASKS[name]
     dm = _local_dm(name, minilm_path, tmp_path, max_train_samples=64, max_eval_samples=64)
     assert dm.hparams.hub_name is None and dm.hparams.validation_file == str(SHARED_DATA / dev)
-    assert (dm.num_labels, dm.is_regression, dm.metric_names) == (spec.num_labels, spec.is_regression, list(spec.metric_names))
+    assert (dm.num_labels, dm.is_regression) == (spec.num_labels, spec.is_regression)
+    assert dm.metric_names == list(spec.metric_names) and dm.label_names == list(spec.label_names)
     dm.setup("fit" if train else "validate")
     loaders = [dm.val_dataloader()] + ([dm.train_dataloader()] if train else [])
     for loader in loaders:
@@ -288,7 +289,7 @@ BAD_FILES = [
     ("sst2", "empty.tsv", "", ["no examples (empty file)"]),
     ("sst2", "header_only.tsv", "sentence\tlabel\n", ["no examples (header only)"]),
     ("stsb", "score.tsv", "sentence1\tsentence2\tscore\na\tb\t4.2\nc\td\tfive\n",
-     ["line 3", "column 'score'", "'five' is not a number"]),
+     ["line 3", "score 'five' in column 'score'", "is not a number"]),
     ("stsb", "range.tsv", "sentence1\tsentence2\tscore\na\tb\t7.5\n", ["line 2", "outside [0, 5]"]),
     ("cola", "with_header.tsv", "source\tlabel\tmark\tsentence\nx\t1\t\tok .\n", ["line 1", "no header line"]),
     ("imdb", "bad.jsonl", '{"text": "fine", "label": 1}\n{"text": "oops", "label": 1\n', ["line 2", "invalid JSON"]),
@@ -335,7 +336,8 @@ def test_other_layouts(tmp_path):
     p = _write(tmp_path, "dev_matched.tsv", header + '0\t1\t2\tfiction\tHe said "hi.\tHe spoke.\tentailment\tneutral\n')
     assert read_cls_file(p, spec=TASKS["mnli"])[0] == {"text_a": 'He said "hi.', "text_b": "He spoke.", "label": 1}
     # QQP: GLUE/HF readers skip its few short rows; so do we
-    p = _write(tmp_path, "qqp.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t1\t2\tWhy?\tHow?\t0\n2\t3\n")
+    header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+    p = _write(tmp_path, "qqp.tsv", header + "1\t1\t2\tWhy?\tHow?\t0\n2\t3\n")
     assert read_cls_file(p, spec=TASKS["qqp"])["label"] == [0]
 
 

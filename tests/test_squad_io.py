@@ -366,21 +366,28 @@ def test_synthetic_deterministic() -> None:
     assert a != make_synthetic_squad(200, seed=8)
 
 
-def test_synthetic_content() -> None:
-    doc = make_synthetic_squad(300, seed=11)
+@pytest.mark.parametrize("short_fraction", [0.0, 0.3])
+def test_synthetic_content(short_fraction: float) -> None:
+    doc = make_synthetic_squad(300, seed=11, short_fraction=short_fraction)
     assert doc["version"] == "synthetic-1.0"
     qs = _questions(doc)
     assert len(qs) == 300
     assert len({qa["id"] for _, qa in qs}) == 300 and qs[0][1]["id"] == "syn-11-0"
     paragraphs = doc["data"][0]["paragraphs"]
     assert all(1 <= len(p["qas"]) <= 2 for p in paragraphs)
+    n_short = 0
     for p in paragraphs:
         n_words = len(p["context"].split())  # every word is one WordPiece token by construction
-        assert 150 <= n_words <= 270, n_words
+        if n_words < 150:  # short warm-up context (train only)
+            assert 30 <= n_words <= 95, n_words
+            n_short += 1
+        else:
+            assert n_words <= 270, n_words
         facts = FACT_RE.findall(p["context"])
         assert 3 <= len(facts) <= 5
         assert len({f[0] for f in facts}) == len(facts)  # distinct attributes
         assert len({f[2] for f in facts}) == len(facts)  # distinct keys
+    assert abs(n_short / len(paragraphs) - short_fraction) < 0.1
     for context, qa in qs:
         (ans,) = qa["answers"]
         text, start = ans["text"], ans["answer_start"]
@@ -399,6 +406,8 @@ def test_synthetic_write_split_and_read(tmp_path: Path) -> None:
     dev = read_squad_file(paths["validation"], check_offsets=True, require_answers=True)
     assert (train.num_rows, dev.num_rows) == (120, 40)
     assert not set(train["context"]) & set(dev["context"])
+    assert min(len(c.split()) for c in train["context"]) < 100  # warm-up contexts in train
+    assert min(len(c.split()) for c in dev["context"]) >= 150  # dev: long contexts only
     assert not set(train["id"]) & set(dev["id"])
     # Idempotent: identical content is not rewritten (mtime-based cache keys stay valid).
     before = {k: p.stat().st_mtime_ns for k, p in paths.items()}

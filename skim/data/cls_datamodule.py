@@ -133,7 +133,9 @@ class ClassificationDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         if task != "cls":
-            raise ConfigError(f"ClassificationDataModule serves sequence classification (data.task=cls), got data.task={task!r}")
+            raise ConfigError(
+                f"ClassificationDataModule serves sequence classification (data.task=cls), got data.task={task!r}"
+            )
         self.spec = get_task(name)
         if padding not in PADDING_POLICIES:
             raise ConfigError(f"data.padding must be one of {PADDING_POLICIES}, got {padding!r}")
@@ -205,13 +207,16 @@ class ClassificationDataModule(pl.LightningDataModule):
             source_option=option,
         )
 
-    def _featurize(self, raw: datasets.Dataset, source: str | None, split: str, role: str, limit: int | None) -> datasets.Dataset:
+    def _featurize(
+        self, raw: datasets.Dataset, source: str | None, split: str, role: str, limit: int | None
+    ) -> datasets.Dataset:
         key = hashlib.sha1(
             "|".join(
                 map(
                     str,
-                    (FEATURISER_VERSION, self._source_key(source, split, raw), tokenizer_key(self.tokenizer), self.spec.name,
-                     self.spec.is_pair, self.max_seq_length, self.padding, limit, SUBSET_SEED, len(raw)),
+                    (FEATURISER_VERSION, self._source_key(source, split, raw), tokenizer_key(self.tokenizer),
+                     self.spec.name, self.spec.is_pair, self.max_seq_length, self.padding, limit, SUBSET_SEED,
+                     len(raw)),
                 )
             ).encode()
         ).hexdigest()[:16]
@@ -250,18 +255,26 @@ class ClassificationDataModule(pl.LightningDataModule):
             self.train_features = self._featurize(raw, hp.train_file, hp.train_split, "train", hp.max_train_samples)
         if self.eval_dataset is None:
             raw = self._load_split(hp.validation_file, hp.validation_split, "data.validation_file")
-            self.eval_dataset = self._featurize(raw, hp.validation_file, hp.validation_split, "validation", hp.max_eval_samples)
+            self.eval_dataset = self._featurize(
+                raw, hp.validation_file, hp.validation_split, "validation", hp.max_eval_samples
+            )
             self.eval_examples = subset(raw, hp.max_eval_samples)
 
-    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def benchmark_loader(self, batch_size: int) -> DataLoader:
+        """Evaluation batches of exactly ``batch_size`` (no per-device split), in dataset order."""
+        return self._loader(self.eval_dataset, batch_size, shuffle=False, per_device=False)
+
+    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool, per_device: bool = True) -> DataLoader:
         pad_to = self.max_seq_length if self.padding == "max_length" else None
         pad_id = self.tokenizer.pad_token_id or 0
         return DataLoader(
             ds.select_columns([*MODEL_COLUMNS, "labels", "example_index"]),
-            batch_size=self._per_device(batch_size),
+            batch_size=self._per_device(batch_size) if per_device else batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            collate_fn=functools.partial(cls_collate, pad_token_id=pad_id, pad_to=pad_to, regression=self.is_regression),
+            collate_fn=functools.partial(
+                cls_collate, pad_token_id=pad_id, pad_to=pad_to, regression=self.is_regression
+            ),
             persistent_workers=self.num_workers > 0,
         )
 

@@ -48,6 +48,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import zlib
@@ -81,6 +82,8 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (".jsonl.gz", ".tsv.gz", ".csv.gz", ".json
 # Bump when parsing / normalisation changes, so fingerprint-keyed caches are invalidated.
 READER_VERSION = "cls_io-1"
 _GZIP_MAGIC = b"\x1f\x8b"
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- task specs
@@ -286,8 +289,10 @@ def _one_line(text: object, limit: int = 300) -> str:
 
 
 def _short(value: object, limit: int = 40) -> str:
-    s = value if isinstance(value, str) else json.dumps(value)
-    return repr(s if len(s) <= limit else s[:limit] + "...")
+    if not isinstance(value, str):
+        s = json.dumps(value)
+        return s if len(s) <= limit else s[:limit] + "..."
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def _json_type_name(value: object) -> str:
@@ -318,7 +323,9 @@ def _read_text(path: Path, gz: bool) -> str:
         except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{path}: corrupt or truncated gzip data: {_one_line(e)}") from e
     elif raw.startswith(_GZIP_MAGIC):
-        raise DataError(f"{path}: file is gzip-compressed but its name does not end in .gz; rename it to *{path.suffix}.gz")
+        raise DataError(
+            f"{path}: file is gzip-compressed but its name does not end in .gz; rename it to *{path.suffix}.gz"
+        )
     try:
         return raw.decode("utf-8-sig")  # -sig: GLUE's MRPC files start with a BOM
     except UnicodeDecodeError as e:
@@ -341,18 +348,21 @@ class _Rows:
         spec, path = self.spec, self.path
         if spec.is_regression:
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise DataError(f"{path}: {loc}: {column} must be a number, got {_json_type_name(value)}")
+                raise DataError(f"{path}: {loc}: the score in {column} must be a number, got {_json_type_name(value)}")
             try:
                 score = float(value)
             except ValueError:
                 raise DataError(
-                    f"{path}: {loc}: {column} {_short(value)} is not a number (task {spec.name} is a regression task)"
+                    f"{path}: {loc}: score {_short(value)} in {column} is not a number "
+                    f"(task {spec.name} is a regression task)"
                 ) from None
             if not math.isfinite(score):
-                raise DataError(f"{path}: {loc}: {column} {_short(value)} is not a finite number")
+                raise DataError(f"{path}: {loc}: score {_short(value)} in {column} is not a finite number")
             if spec.label_range and not spec.label_range[0] <= score <= spec.label_range[1]:
                 lo, hi = spec.label_range
-                raise DataError(f"{path}: {loc}: {column} {score:g} is outside [{lo:g}, {hi:g}] for task {spec.name}")
+                raise DataError(
+                    f"{path}: {loc}: score {score:g} in {column} is outside [{lo:g}, {hi:g}] for task {spec.name}"
+                )
             return score
         if isinstance(value, int) and not isinstance(value, bool):
             if 0 <= value < spec.num_labels:
@@ -459,9 +469,7 @@ def _parse_table(path: Path, text: str, spec: TaskSpec, kind: str) -> _Rows:
     except csv.Error as e:
         raise DataError(f"{path}: line {reader.line_num}: malformed {kind.upper()} row: {_one_line(e)}") from e
     if skipped:
-        import logging
-
-        logging.getLogger(__name__).warning("%s: skipped %d row(s) with too few fields", path, skipped)
+        log.warning("%s: skipped %d row(s) with too few fields", path, skipped)
     return rows
 
 
@@ -525,7 +533,8 @@ def read_cls_file(path: str | os.PathLike[str], *, spec: TaskSpec, split: str | 
         reason = "empty file" if not text.strip() else "only blank lines"
     else:
         rows = _parse_table(p, text, spec, kind)
-        reason = "empty file" if not text.strip() else "header only" if spec.table_layout(kind).header else "only blank lines"
+        headed = spec.table_layout(kind).header
+        reason = "empty file" if not text.strip() else "header only" if headed else "only blank lines"
     return rows.to_dataset(split, reason)
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from skim.errors import ConfigError, DataError
 
@@ -120,7 +122,7 @@ def _suffix_of(path: Path) -> str | None:
 
 
 class _Columns:
-    """Column-wise accumulator (building python lists then one `from_dict` is the fast path)."""
+    """Column-wise accumulator: python lists, then one Arrow table (the fast path)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -186,8 +188,6 @@ class _Columns:
     def to_dataset(self, split: str | None = None) -> datasets.Dataset:
         if not self.id:
             raise DataError(f"{self.path}: the dataset contains no questions")
-        import pyarrow as pa
-
         # Build the Arrow table directly: `Dataset.from_dict` encodes every nested answer
         # in python, which is ~5x slower on the 87k-question train file. The values were
         # already type-checked above, so no per-example encoding is needed.
@@ -384,7 +384,7 @@ def _add_flat_record(
 
 def _parse_jsonl(path: Path, text: str, cols: _Columns, *, check_offsets: bool, require_answers: bool) -> None:
     row = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue  # blank lines (e.g. a trailing newline) are harmless
         loc = f"row {row} (line {lineno})"
@@ -396,9 +396,6 @@ def _parse_jsonl(path: Path, text: str, cols: _Columns, *, check_offsets: bool, 
 
 
 def _parse_parquet(path: Path, cols: _Columns, *, check_offsets: bool, require_answers: bool) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:

@@ -6,10 +6,11 @@ token skimming (Block-Skim, 32-token blocks) must have something to drop.
 
 Task design
 -----------
-* Every context is ~150-250 tokens: 3-5 *fact* sentences shuffled among *filler* sentences::
+* Every dev context is ~150-260 tokens (train: 70% like that, 30% short warm-up contexts of
+  ~30-90 tokens, see SHORT_TOKENS): 3-5 *fact* sentences shuffled among *filler* sentences::
 
       the <attr> of <key> is <value> .            e.g. "the weapon of the brave owl is spear ."
-      the dark bridge stands near the old mill in the morning .     (filler)
+      the dark bridge stands near the mill in the morning .         (filler)
 
   Facts in one context use distinct attributes, distinct keys (distinct animals) and
   distinct values, so each question has exactly one correct span.
@@ -38,6 +39,9 @@ from typing import Any
 __all__ = [
     "SYNTHETIC_VERSION",
     "ATTRIBUTES",
+    "LONG_TOKENS",
+    "SHORT_TOKENS",
+    "DEFAULT_TRAIN_SHORT_FRACTION",
     "make_synthetic_squad",
     "write_synthetic_squad",
     "synthetic_json_bytes",
@@ -118,7 +122,14 @@ _FILLERS: tuple[str, ...] = (
     "the {people} left the {place} at {time} and reached the {adj} {place2} .",
 )
 
-_MIN_TOKENS, _MAX_TOKENS = 150, 250  # target context length (tokens == words here)
+LONG_TOKENS: tuple[int, int] = (150, 250)  # target context length (tokens == words here)
+# Short "warm-up" contexts for training only. A tiny from-scratch BERT first learns to find
+# *a* fact (EM ~25%) and only later to pick the one asked (question conditioning). With long
+# contexts alone the question is ~5% of the attention mass and that phase change came late
+# or not at all within 1000 steps; mixing 30% short contexts into train brought it forward
+# to ~500 steps (measured, see report). Dev contexts are always long.
+SHORT_TOKENS: tuple[int, int] = (30, 80)
+DEFAULT_TRAIN_SHORT_FRACTION = 0.3
 _N_FACTS = (3, 5)
 _P_TWO_QUESTIONS = 0.3
 
@@ -154,8 +165,12 @@ def _pick_distinct(rng: random.Random, pool: list[str] | tuple[str, ...], k: int
     return out
 
 
-def _make_paragraph(rng: random.Random) -> tuple[str, list[tuple[str, str, str, int]]]:
-    """Return (context, facts) with facts as (attr, key, value, value_char_offset)."""
+def _make_paragraph(rng: random.Random, length: tuple[int, int]) -> tuple[str, list[tuple[str, str, str, int]]]:
+    """Return (context, facts) with facts as (attr, key, value, value_char_offset).
+
+    Fillers are added until the context reaches a target drawn from `length` (tokens);
+    the facts alone may exceed a short target.
+    """
     n_facts = rng.randint(*_N_FACTS)
     attrs = _pick_distinct(rng, _ATTR_NAMES, n_facts, set())
     animals = _pick_distinct(rng, _KEY_ANIMAL, n_facts, set())
@@ -167,7 +182,7 @@ def _make_paragraph(rng: random.Random) -> tuple[str, list[tuple[str, str, str, 
         facts.append((attr, key, value))
 
     fact_sents = [f"the {a} of {k} is {v} ." for a, k, v in facts]
-    target = rng.randint(_MIN_TOKENS, _MAX_TOKENS)
+    target = rng.randint(*length)
     n_tokens = sum(len(s.split()) for s in fact_sents)
     sentences: list[tuple[str, int]] = [(s, i) for i, s in enumerate(fact_sents)]  # (text, fact index or -1)
     while n_tokens < target:
@@ -194,21 +209,27 @@ def make_synthetic_squad(
     *,
     seed: int,
     title: str = "synthetic",
+    short_fraction: float = 0.0,
     exclude_contexts: set[str] | frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """Build ``num_examples`` questions as an official nested SQuAD JSON dict.
 
     One paragraph per context with one or two questions (about distinct facts); ids are
-    ``syn-<seed>-<n>``. Contexts in ``exclude_contexts`` are skipped (used to keep the
-    validation split held out from training).
+    ``syn-<seed>-<n>``. Contexts have :data:`LONG_TOKENS` tokens, except a ``short_fraction``
+    of them with :data:`SHORT_TOKENS` (training warm-up). Contexts in ``exclude_contexts``
+    are skipped (used to keep the validation split held out from training).
     """
     if num_examples < 1:
         raise ValueError(f"num_examples must be >= 1, got {num_examples}")
+    if not 0.0 <= short_fraction <= 1.0:
+        raise ValueError(f"short_fraction must be in [0, 1], got {short_fraction}")
     rng = random.Random(seed)
     paragraphs: list[dict[str, Any]] = []
     n = 0
     while n < num_examples:
-        context, facts = _make_paragraph(rng)
+        # Always draw, so the rng stream (hence the data) does not depend on whether it is used.
+        short = rng.random() < short_fraction
+        context, facts = _make_paragraph(rng, SHORT_TOKENS if short else LONG_TOKENS)
         n_q = 2 if rng.random() < _P_TWO_QUESTIONS else 1
         asked = list(range(len(facts)))
         rng.shuffle(asked)
@@ -245,8 +266,10 @@ def _write_if_changed(path: Path, content: bytes) -> bool:
     return True
 
 
-def _generate_splits(train_size: int, val_size: int, seed: int) -> dict[str, dict[str, Any]]:
-    train = make_synthetic_squad(train_size, seed=seed, title="synthetic-train")
+def _generate_splits(
+    train_size: int, val_size: int, seed: int, train_short_fraction: float
+) -> dict[str, dict[str, Any]]:
+    train = make_synthetic_squad(train_size, seed=seed, title="synthetic-train", short_fraction=train_short_fraction)
     train_contexts = frozenset(p["context"] for p in train["data"][0]["paragraphs"])
     # A different seed gives new contexts; the exclusion set guarantees it.
     dev = make_synthetic_squad(val_size, seed=seed + 1_000_003, title="synthetic-dev", exclude_contexts=train_contexts)
@@ -262,16 +285,18 @@ def write_synthetic_squad(
     train_size: int = 4000,
     val_size: int = 500,
     seed: int = 1234,
+    train_short_fraction: float = DEFAULT_TRAIN_SHORT_FRACTION,
 ) -> dict[str, Path]:
     """Write ``train.json`` and ``dev.json`` (held-out contexts) under ``out_dir``.
 
-    Returns ``{"train": <train.json>, "validation": <dev.json>}``. Files whose content is
+    ``train_short_fraction`` of the training contexts are short warm-up contexts; all dev
+    contexts are long (150-250 tokens), so skimming is evaluated where it matters. Returns ``{"train": <train.json>, "validation": <dev.json>}``. Files whose content is
     already identical are not rewritten (idempotent; mtimes, hence cache keys, stay put).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for split, obj in _generate_splits(train_size, val_size, seed).items():
+    for split, obj in _generate_splits(train_size, val_size, seed, train_short_fraction).items():
         path = out / _FILE_NAMES[split]
         _write_if_changed(path, synthetic_json_bytes(obj))
         paths[split] = path
@@ -287,10 +312,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=4000, help="training questions (default 4000)")
     parser.add_argument("--val-size", type=int, default=500, help="validation questions (default 500)")
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
+    parser.add_argument(
+        "--train-short-fraction",
+        type=float,
+        default=DEFAULT_TRAIN_SHORT_FRACTION,
+        help=f"fraction of short warm-up training contexts (default {DEFAULT_TRAIN_SHORT_FRACTION})",
+    )
     args = parser.parse_args(argv)
     if args.train_size < 1 or args.val_size < 1:
         parser.error("--train-size and --val-size must be >= 1")
-    paths = write_synthetic_squad(args.out_dir, train_size=args.train_size, val_size=args.val_size, seed=args.seed)
+    if not 0.0 <= args.train_short_fraction <= 1.0:
+        parser.error("--train-short-fraction must be in [0, 1]")
+    paths = write_synthetic_squad(
+        args.out_dir,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        seed=args.seed,
+        train_short_fraction=args.train_short_fraction,
+    )
     for split, path in paths.items():
         doc = json.loads(path.read_text(encoding="utf-8"))
         paras = doc["data"][0]["paragraphs"]

@@ -50,7 +50,9 @@ def _build_one(name: str, num_labels: int) -> torchmetrics.Metric:
         return BinaryAccuracy() if num_labels == 2 else MulticlassAccuracy(num_classes=num_labels, average="micro")
     if name == "f1":
         if num_labels != 2:
-            raise ConfigError(f"metric 'f1' is the binary F1 of class 1 (GLUE MRPC/QQP); the task has {num_labels} classes")
+            raise ConfigError(
+                f"metric 'f1' is the binary F1 of class 1 (GLUE MRPC/QQP); the task has {num_labels} classes"
+            )
         return BinaryF1Score()
     if name == "mcc":
         if num_labels == 2:
@@ -70,7 +72,9 @@ def build_metrics(names: Iterable[str], num_labels: int) -> torchmetrics.MetricC
     names = list(names)
     unknown = [n for n in names if n not in METRIC_NAMES]
     if unknown:
-        raise ConfigError(f"unknown classification metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(METRIC_NAMES)}")
+        raise ConfigError(
+            f"unknown classification metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(METRIC_NAMES)}"
+        )
     if num_labels < 1:
         raise ConfigError(f"num_labels must be >= 1 (1 = regression), got {num_labels}")
     # compute_groups=False: every metric keeps its own state (no surprises when some are reset or synced alone)
