@@ -30,6 +30,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from skim.data.sampling import eval_sampler
+
 from skim.data.cls_io import READER_VERSION, get_task, load_cls
 from skim.data.squad_io import dataset_fingerprint_of_file
 from skim.errors import ConfigError
@@ -271,6 +273,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             ds.select_columns([*MODEL_COLUMNS, "labels", "example_index"]),
             batch_size=self._per_device(batch_size) if per_device else batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle or not per_device else eval_sampler(self.trainer, ds),
             num_workers=self.num_workers,
             collate_fn=functools.partial(
                 cls_collate, pad_token_id=pad_id, pad_to=pad_to, regression=self.is_regression

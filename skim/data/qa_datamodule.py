@@ -26,6 +26,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from skim.data.sampling import eval_sampler
+
 from skim.data.squad_io import dataset_fingerprint_of_file, load_squad
 from skim.errors import ConfigError
 from skim.models.backbone import build_tokenizer
@@ -289,6 +291,7 @@ class QADataModule(pl.LightningDataModule):
             ds.select_columns(cols),
             batch_size=self._per_device(batch_size) if per_device else batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle or not per_device else eval_sampler(self.trainer, ds),
             num_workers=self.num_workers,
             collate_fn=functools.partial(qa_collate, pad_token_id=pad_id, pad_to=pad_to),
             persistent_workers=self.num_workers > 0,
