@@ -55,6 +55,7 @@ def train(cfg: DictConfig) -> dict:
         trainer.validate(module, datamodule=datamodule, ckpt_path=best if (final == "best" and best) else None)
 
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
+    add_objective(cfg, metrics)
     data_info = datamodule.describe() if hasattr(datamodule, "describe") else {}
     record = run_record(cfg, metrics, {"data_info": data_info, "padding": data_info.get("padding")})
     if metrics and not trainer.fast_dev_run:
@@ -64,6 +65,15 @@ def train(cfg: DictConfig) -> dict:
                 append_result(cfg.results_file, record)
         print_summary(f"{cfg.task_name} {cfg.skim.name}", metrics)
     return metrics
+
+
+def add_objective(cfg: DictConfig, metrics: dict) -> None:
+    """``val/objective`` = metric - flops_penalty x (skim GFLOPs / dense GFLOPs), for accuracy-vs-cost searches."""
+    obj = cfg.get("objective")
+    if not obj or not metrics or obj.metric not in metrics:
+        return
+    ratio = metrics.get("val/flops/skim_gflops", 1.0) / max(metrics.get("val/flops/dense_gflops", 1.0), 1e-12)
+    metrics["val/objective"] = metrics[obj.metric] - float(obj.flops_penalty) * ratio
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

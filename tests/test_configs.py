@@ -67,3 +67,25 @@ def test_typed_skim_config_rejects_bad_values(tmp_path):
         compose_cfg(["skim=blockskim", "skim.threshold=abc"], output_dir=tmp_path)
     with pytest.raises(Exception, match="treshold"):
         compose_cfg(["skim=blockskim", "skim.treshold=0.1"], output_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["hparams_search=blockskim_optuna", "skim=blockskim", "experiment=quickstart"],
+        ["hydra/launcher=joblib_local"],
+        ["hydra/launcher=slurm_gpu"],
+        ["trainer=ddp"],
+        ["trainer=ddp_cpu"],
+    ],
+)
+def test_sweep_and_launcher_configs_compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=CONF):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    if "hparams_search=blockskim_optuna" in overrides:
+        assert cfg.optimized_metric == "val/objective"
+        assert "skim.threshold" in cfg.hydra.sweeper.params
+    if any(o.startswith("hydra/launcher") for o in overrides):
+        assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
