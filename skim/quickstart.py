@@ -1,13 +1,23 @@
 """``python -m skim.quickstart``: the offline end-to-end demo (2-core CPU, no downloads, no ../shared).
 
-It runs the real entry point as a Hydra multirun, ``python -m skim.train -m experiment=quickstart
-skim=none,blockskim``, on the synthetic extractive-QA set that skim generates, then prints dense and Block-Skim
-EM/F1 and per-layer kept-token ratios side by side. Extra arguments are passed on as overrides.
+Runs the real entry point twice on the synthetic extractive-QA set that skim generates,
+
+    python -m skim.train experiment=quickstart                                   (dense)
+    python -m skim.train experiment=quickstart skim=blockskim_fixed skim.threshold=0.5
+
+then prints dense and Block-Skim EM/F1, analytic FLOPs speed-up and per-layer kept-token ratios side by side.
+Extra arguments are passed on to both runs as overrides.
+
+Why ``blockskim_fixed`` and threshold 0.5: the answers here are one or two words, and the original Block-Skim
+label rule needs two answer tokens in a block, so single-token answers would teach the predictor to drop their
+blocks; the tiny model's class-weighted predictor also puts P(keep) of irrelevant blocks between 0.1 and 0.5,
+so the paper's 0.01 (tuned for BERT-base on SQuAD) keeps everything.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,32 +25,36 @@ from pathlib import Path
 
 from skim.report import kept_layers
 
+RUNS = {
+    "dense": ["experiment=quickstart"],
+    "blockskim": ["experiment=quickstart", "skim=blockskim_fixed", "skim.threshold=0.5"],
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     from skim.utils.resolvers import skim_root
 
     extra = list(sys.argv[1:] if argv is None else argv)
-    root = Path(skim_root())
-    sweep = root / "logs" / "quickstart" / "multiruns" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    cmd = [sys.executable, "-m", "skim.train", "-m", "experiment=quickstart", "skim=none,blockskim", f"hydra.sweep.dir={sweep}", *extra]
-    print("$ " + " ".join(cmd[1:]), flush=True)
+    root = Path(os.environ.get("SKIM_ROOT") or skim_root())
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     t0 = time.time()
-    rc = subprocess.call(cmd)
-    if rc:
-        print(f"skim.quickstart: the training sweep failed (exit {rc})", file=sys.stderr)
-        return rc
-    records = []
-    for job in sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()):
-        mfile = job / "metrics.json"
-        if not mfile.exists():
-            print(f"skim.quickstart: job {job} did not finish (see its log)", file=sys.stderr)
-            return 1
-        records.append(json.loads(mfile.read_text()))
-    print(f"\nquickstart finished in {time.time() - t0:.0f} s; runs under {sweep}\n")
-    print(f"{'skim':<10} {'EM':>6} {'F1':>6}   kept-token ratio per layer (padding excluded)")
-    for r in records:
+    records = {}
+    for name, overrides in RUNS.items():
+        run_dir = root / "logs" / "quickstart" / "runs" / f"{stamp}_{name}"
+        cmd = [sys.executable, "-m", "skim.train", *overrides, *extra, f"hydra.run.dir={run_dir}"]
+        print("$ python " + " ".join(cmd[1:]), flush=True)
+        rc = subprocess.call(cmd)
+        mfile = run_dir / "metrics.json"
+        if rc or not mfile.exists():
+            print(f"skim.quickstart: the {name} run failed (exit {rc}); see {run_dir}", file=sys.stderr)
+            return rc or 1
+        records[name] = json.loads(mfile.read_text())
+    print(f"\nquickstart finished in {time.time() - t0:.0f} s (runs under {root / 'logs' / 'quickstart' / 'runs'})\n")
+    print(f"{'model':<10} {'EM':>6} {'F1':>6} {'FLOPs x':>8}   kept-token ratio entering each layer (padding excluded)")
+    for name, r in records.items():
         m = r["metrics"]
-        print(f"{r['skim']:<10} {m['val/em']:6.2f} {m['val/f1']:6.2f}   " + " ".join(f"{x:.3f}" for x in kept_layers(m)))
+        ratios = " ".join(f"{x:.3f}" for x in kept_layers(m))
+        print(f"{name:<10} {m['val/em']:6.2f} {m['val/f1']:6.2f} {m.get('val/flops/speedup', 1.0):8.2f}   {ratios}")
     return 0
 
 

@@ -366,15 +366,15 @@ def test_synthetic_deterministic() -> None:
     assert a != make_synthetic_squad(200, seed=8)
 
 
-@pytest.mark.parametrize("short_fraction", [0.0, 0.3])
-def test_synthetic_content(short_fraction: float) -> None:
-    doc = make_synthetic_squad(300, seed=11, short_fraction=short_fraction)
+@pytest.mark.parametrize(("n_facts", "short_fraction"), [((1, 1), 0.0), ((3, 5), 0.0), ((3, 5), 0.3)])
+def test_synthetic_content(n_facts: tuple[int, int], short_fraction: float) -> None:
+    doc = make_synthetic_squad(300, seed=11, short_fraction=short_fraction, n_facts=n_facts)
     assert doc["version"] == "synthetic-1.0"
     qs = _questions(doc)
     assert len(qs) == 300
     assert len({qa["id"] for _, qa in qs}) == 300 and qs[0][1]["id"] == "syn-11-0"
     paragraphs = doc["data"][0]["paragraphs"]
-    assert all(1 <= len(p["qas"]) <= 2 for p in paragraphs)
+    assert all(1 <= len(p["qas"]) <= min(2, n_facts[1]) for p in paragraphs)
     n_short = 0
     for p in paragraphs:
         n_words = len(p["context"].split())  # every word is one WordPiece token by construction
@@ -384,7 +384,7 @@ def test_synthetic_content(short_fraction: float) -> None:
         else:
             assert n_words <= 270, n_words
         facts = FACT_RE.findall(p["context"])
-        assert 3 <= len(facts) <= 5
+        assert n_facts[0] <= len(facts) <= n_facts[1]
         assert len({f[0] for f in facts}) == len(facts)  # distinct attributes
         assert len({f[2] for f in facts}) == len(facts)  # distinct keys
     assert abs(n_short / len(paragraphs) - short_fraction) < 0.1
@@ -400,7 +400,8 @@ def test_synthetic_content(short_fraction: float) -> None:
 
 
 def test_synthetic_write_split_and_read(tmp_path: Path) -> None:
-    paths = write_synthetic_squad(tmp_path, train_size=120, val_size=40, seed=5)
+    kw: dict[str, Any] = {"train_size": 120, "val_size": 40, "seed": 5, "train_short_fraction": 0.3}
+    paths = write_synthetic_squad(tmp_path, **kw)
     assert paths["train"].name == "train.json" and paths["validation"].name == "dev.json"
     train = read_squad_file(paths["train"], check_offsets=True, require_answers=True)
     dev = read_squad_file(paths["validation"], check_offsets=True, require_answers=True)
@@ -412,11 +413,11 @@ def test_synthetic_write_split_and_read(tmp_path: Path) -> None:
     # Idempotent: identical content is not rewritten (mtime-based cache keys stay valid).
     before = {k: p.stat().st_mtime_ns for k, p in paths.items()}
     fp = dataset_fingerprint_of_file(paths["train"])
-    again = write_synthetic_squad(tmp_path, train_size=120, val_size=40, seed=5)
+    again = write_synthetic_squad(tmp_path, **kw)
     assert again == paths and {k: p.stat().st_mtime_ns for k, p in again.items()} == before
     assert dataset_fingerprint_of_file(paths["train"]) == fp
     # Byte-identical across output directories.
-    other = write_synthetic_squad(tmp_path / "other", train_size=120, val_size=40, seed=5)
+    other = write_synthetic_squad(tmp_path / "other", **kw)
     assert other["train"].read_bytes() == paths["train"].read_bytes()
     assert not list(tmp_path.glob(".*.tmp"))
 

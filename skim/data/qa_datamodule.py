@@ -193,6 +193,8 @@ class QADataModule(pl.LightningDataModule):
                 train_size=self.synthetic.get("train_size", 4000),
                 val_size=self.synthetic.get("val_size", 500),
                 seed=self.synthetic.get("seed", 1234),
+                n_facts=tuple(self.synthetic.get("n_facts", (1, 1))),
+                train_short_fraction=self.synthetic.get("train_short_fraction", 0.0),
             )
 
     def _per_device(self, size: int) -> int:

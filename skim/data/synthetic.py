@@ -6,8 +6,9 @@ token skimming (Block-Skim, 32-token blocks) must have something to drop.
 
 Task design
 -----------
-* Every dev context is ~150-260 tokens (train: 70% like that, 30% short warm-up contexts of
-  ~30-90 tokens, see SHORT_TOKENS): 3-5 *fact* sentences shuffled among *filler* sentences::
+* Every context is ~150-250 tokens: by default ONE *fact* sentence hidden among *filler*
+  sentences (``n_facts=(1, 1)``; more facts add distractors that only the question tells
+  apart, see DEFAULT_N_FACTS; ``train_short_fraction`` mixes in short warm-up contexts)::
 
       the <attr> of <key> is <value> .            e.g. "the weapon of the brave owl is spear ."
       the dark bridge stands near the mill in the morning .         (filler)
@@ -129,8 +130,10 @@ LONG_TOKENS: tuple[int, int] = (150, 250)  # target context length (tokens == wo
 # or not at all within 1000 steps; mixing 30% short contexts into train brought it forward
 # to ~500 steps (measured, see report). Dev contexts are always long.
 SHORT_TOKENS: tuple[int, int] = (30, 80)
-DEFAULT_TRAIN_SHORT_FRACTION = 0.3
-_N_FACTS = (3, 5)
+DEFAULT_TRAIN_SHORT_FRACTION = 0.0
+# One fact among fillers by default (the quickstart task). More facts make every other fact a distractor that only
+# the question tells apart: much harder for a model trained from scratch (EM stays ~25% for ~500+ steps).
+DEFAULT_N_FACTS: tuple[int, int] = (1, 1)
 _P_TWO_QUESTIONS = 0.3
 
 
@@ -165,13 +168,15 @@ def _pick_distinct(rng: random.Random, pool: list[str] | tuple[str, ...], k: int
     return out
 
 
-def _make_paragraph(rng: random.Random, length: tuple[int, int]) -> tuple[str, list[tuple[str, str, str, int]]]:
+def _make_paragraph(
+    rng: random.Random, length: tuple[int, int], n_facts_range: tuple[int, int] = DEFAULT_N_FACTS
+) -> tuple[str, list[tuple[str, str, str, int]]]:
     """Return (context, facts) with facts as (attr, key, value, value_char_offset).
 
     Fillers are added until the context reaches a target drawn from `length` (tokens);
     the facts alone may exceed a short target.
     """
-    n_facts = rng.randint(*_N_FACTS)
+    n_facts = rng.randint(*n_facts_range)
     attrs = _pick_distinct(rng, _ATTR_NAMES, n_facts, set())
     animals = _pick_distinct(rng, _KEY_ANIMAL, n_facts, set())
     used_values: set[str] = set()
@@ -211,6 +216,7 @@ def make_synthetic_squad(
     title: str = "synthetic",
     short_fraction: float = 0.0,
     exclude_contexts: set[str] | frozenset[str] | None = None,
+    n_facts: tuple[int, int] = DEFAULT_N_FACTS,
 ) -> dict[str, Any]:
     """Build ``num_examples`` questions as an official nested SQuAD JSON dict.
 
@@ -229,7 +235,7 @@ def make_synthetic_squad(
     while n < num_examples:
         # Always draw, so the rng stream (hence the data) does not depend on whether it is used.
         short = rng.random() < short_fraction
-        context, facts = _make_paragraph(rng, SHORT_TOKENS if short else LONG_TOKENS)
+        context, facts = _make_paragraph(rng, SHORT_TOKENS if short else LONG_TOKENS, tuple(n_facts))
         n_q = 2 if rng.random() < _P_TWO_QUESTIONS else 1
         asked = list(range(len(facts)))
         rng.shuffle(asked)
@@ -267,12 +273,16 @@ def _write_if_changed(path: Path, content: bytes) -> bool:
 
 
 def _generate_splits(
-    train_size: int, val_size: int, seed: int, train_short_fraction: float
+    train_size: int, val_size: int, seed: int, train_short_fraction: float, n_facts: tuple[int, int] = DEFAULT_N_FACTS
 ) -> dict[str, dict[str, Any]]:
-    train = make_synthetic_squad(train_size, seed=seed, title="synthetic-train", short_fraction=train_short_fraction)
+    train = make_synthetic_squad(
+        train_size, seed=seed, title="synthetic-train", short_fraction=train_short_fraction, n_facts=n_facts
+    )
     train_contexts = frozenset(p["context"] for p in train["data"][0]["paragraphs"])
     # A different seed gives new contexts; the exclusion set guarantees it.
-    dev = make_synthetic_squad(val_size, seed=seed + 1_000_003, title="synthetic-dev", exclude_contexts=train_contexts)
+    dev = make_synthetic_squad(
+        val_size, seed=seed + 1_000_003, title="synthetic-dev", exclude_contexts=train_contexts, n_facts=n_facts
+    )
     return {"train": train, "validation": dev}
 
 
@@ -286,6 +296,7 @@ def write_synthetic_squad(
     val_size: int = 500,
     seed: int = 1234,
     train_short_fraction: float = DEFAULT_TRAIN_SHORT_FRACTION,
+    n_facts: tuple[int, int] | list[int] = DEFAULT_N_FACTS,
 ) -> dict[str, Path]:
     """Write ``train.json`` and ``dev.json`` (held-out contexts) under ``out_dir``.
 
@@ -296,7 +307,7 @@ def write_synthetic_squad(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for split, obj in _generate_splits(train_size, val_size, seed, train_short_fraction).items():
+    for split, obj in _generate_splits(train_size, val_size, seed, train_short_fraction, tuple(n_facts)).items():
         path = out / _FILE_NAMES[split]
         _write_if_changed(path, synthetic_json_bytes(obj))
         paths[split] = path
