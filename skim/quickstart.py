@@ -26,8 +26,16 @@ from pathlib import Path
 from skim.report import kept_layers
 
 RUNS = {
-    "dense": ["experiment=quickstart"],
-    "blockskim": ["experiment=quickstart", "skim=blockskim_fixed", "skim.threshold=0.5"],
+    "qa": {
+        "dense": ["experiment=quickstart"],
+        "blockskim": ["experiment=quickstart", "skim=blockskim_fixed", "skim.threshold=0.5"],
+    },
+    # `python -m skim.quickstart cls`: Transkimmer on skim's synthetic sentiment set
+    "cls": {
+        "dense": ["experiment=quickstart_cls"],
+        # like the paper's models start from a pretrained backbone, Transkimmer starts from the dense run's weights
+        "transkimmer": ["experiment=quickstart_cls", "skim=transkimmer", "+model.init_checkpoint={dense}/checkpoints/last.ckpt"],
+    },
 }
 
 
@@ -35,12 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     from skim.utils.resolvers import skim_root
 
     extra = list(sys.argv[1:] if argv is None else argv)
+    task = "qa"
+    if extra and extra[0] in RUNS:
+        task = extra.pop(0)
     root = Path(os.environ.get("SKIM_ROOT") or skim_root())
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     t0 = time.time()
     records = {}
-    for name, overrides in RUNS.items():
-        run_dir = root / "logs" / "quickstart" / "runs" / f"{stamp}_{name}"
+    run_dirs: dict[str, Path] = {}
+    for name, overrides in RUNS[task].items():
+        run_dir = root / "logs" / f"quickstart_{task}" / "runs" / f"{stamp}_{name}"
+        overrides = [o.format(dense=run_dirs.get("dense", "")) for o in overrides]
+        run_dirs[name] = run_dir
         cmd = [sys.executable, "-m", "skim.train", *overrides, *extra, f"hydra.run.dir={run_dir}"]
         print("$ python " + " ".join(cmd[1:]), flush=True)
         rc = subprocess.call(cmd)
@@ -49,12 +63,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skim.quickstart: the {name} run failed (exit {rc}); see {run_dir}", file=sys.stderr)
             return rc or 1
         records[name] = json.loads(mfile.read_text())
-    print(f"\nquickstart finished in {time.time() - t0:.0f} s (runs under {root / 'logs' / 'quickstart' / 'runs'})\n")
-    print(f"{'model':<10} {'EM':>6} {'F1':>6} {'FLOPs x':>8}   kept-token ratio entering each layer (padding excluded)")
+    print(f"\nquickstart finished in {time.time() - t0:.0f} s (runs under {root / 'logs' / f'quickstart_{task}' / 'runs'})\n")
+    cols = ("val/em", "val/f1") if task == "qa" else ("val/acc",)
+    head = " ".join(f"{c.split('/')[-1].upper():>6}" for c in cols)
+    print(f"{'model':<12} {head} {'FLOPs x':>8}   kept-token ratio entering each layer (padding excluded)")
     for name, r in records.items():
         m = r["metrics"]
         ratios = " ".join(f"{x:.3f}" for x in kept_layers(m))
-        print(f"{name:<10} {m['val/em']:6.2f} {m['val/f1']:6.2f} {m.get('val/flops/speedup', 1.0):8.2f}   {ratios}")
+        vals = " ".join(f"{m[c]:6.2f}" for c in cols)
+        print(f"{name:<12} {vals} {m.get('val/flops/speedup', 1.0):8.2f}   {ratios}")
     return 0
 
 

@@ -139,3 +139,17 @@ def test_transkimmer_runs_on_qa(minilm_path):
     with torch.no_grad():
         start, end, out = module(batch)
     assert start.shape == ids.shape and torch.isfinite(start).all()
+
+
+def test_straight_through_gradient_reaches_skimmed_tokens():
+    """The task loss must tell the predictor what keeping a *skimmed* token would change (else it can only ever
+    learn to skim): the gradient w.r.t. the mask is non-zero at positions where the mask is 0."""
+    enc = _encoder(spread=1.0).train()
+    ids, mask = ragged_batch(4, 40, min_len=40)
+    out = enc(ids, mask, mode="mask")
+    m = out.extras["tk_masks"][0][0]
+    task = out.last_hidden_state[:, 0].pow(2).sum()
+    (grad,) = torch.autograd.grad(task, m)
+    dropped = (m == 0) & mask.bool()
+    assert dropped.any()
+    assert grad[dropped].abs().gt(0).float().mean() > 0.9

@@ -132,6 +132,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
         cache_dir: str | None = None,
+        synthetic: dict | None = None,
     ):
         super().__init__()
         if task != "cls":
@@ -161,6 +162,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.cache_dir = cache_dir
+        self.synthetic = dict(synthetic) if synthetic else None
         self._tokenizer = None
         self.train_features: datasets.Dataset | None = None
         self.eval_dataset: datasets.Dataset | None = None
@@ -182,7 +184,16 @@ class ClassificationDataModule(pl.LightningDataModule):
         return self._tokenizer
 
     def prepare_data(self) -> None:
-        """Nothing to do: local files are read in ``setup``; Hub data is fetched (and cached by datasets) there."""
+        if self.synthetic:  # skim's generated sentiment set (offline quickstart)
+            from skim.data.synthetic import write_synthetic_sentiment
+
+            write_synthetic_sentiment(
+                self.synthetic["dir"],
+                train_size=self.synthetic.get("train_size", 2000),
+                val_size=self.synthetic.get("val_size", 500),
+                seed=self.synthetic.get("seed", 4321),
+            )
+        # otherwise nothing to do: local files are read in ``setup``; Hub data is fetched (and cached) there
 
     def _per_device(self, size: int) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1

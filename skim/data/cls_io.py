@@ -255,6 +255,11 @@ TASKS: dict[str, TaskSpec] = {
             description="20 Newsgroups topic classification (bydate split)",
         ),
         TaskSpec(
+            name="synthetic_sentiment", text_a="text", text_b=None, label_names=("negative", "positive"),
+            hub_name=None, max_seq_length=256,
+            description="skim's generated sentiment set: one opinion sentence among filler sentences (skim.data.synthetic)",
+        ),
+        TaskSpec(
             name="yelp", text_a="text", text_b=None, label_names=("negative", "positive"),
             # the original yelp_review_polarity_csv: no header, "label","text" with label 1 (neg) / 2 (pos)
             csv=TableLayout(text_a=1, text_b=None, label=0, header=False, delimiter=",", quoting=csv.QUOTE_MINIMAL,

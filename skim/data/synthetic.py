@@ -351,3 +351,48 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- synthetic sentiment classification (the Transkimmer quickstart) ----------------------------------------------
+_OPINION_SUBJECT = "film movie story show play book song concert meal trip".split()
+_POSITIVE = "wonderful great excellent lovely brilliant superb delightful perfect".split()
+_NEGATIVE = "awful terrible boring dreadful horrible poor dull bad".split()
+_OPINION_TEMPLATES = (
+    "overall the {subject} was {word} .",
+    "i thought the {subject} was really {word} .",
+    "honestly , the {subject} felt {word} from start to end .",
+)
+
+
+def make_synthetic_sentiment(num_examples: int, *, seed: int, length: tuple[int, int] = (80, 160)) -> list[dict[str, Any]]:
+    """Records ``{"id", "text", "label"}``: ONE opinion sentence (label 1 positive / 0 negative) hidden among filler
+    sentences that carry no sentiment, so a token-skimming model can drop almost everything but that sentence."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(num_examples):
+        label = rng.randrange(2)
+        word = rng.choice(_POSITIVE if label else _NEGATIVE)
+        opinion = rng.choice(_OPINION_TEMPLATES).format(subject=rng.choice(_OPINION_SUBJECT), word=word)
+        sentences = [opinion]
+        target = rng.randint(*length)
+        n_tokens = len(opinion.split())
+        while n_tokens < target:
+            f = _filler(rng)
+            sentences.append(f)
+            n_tokens += len(f.split())
+        rng.shuffle(sentences)
+        out.append({"id": f"sent-{seed}-{n}", "text": " ".join(sentences), "label": label})
+    return out
+
+
+def write_synthetic_sentiment(out_dir: str | os.PathLike[str], *, train_size: int = 2000, val_size: int = 500, seed: int = 4321) -> dict[str, Path]:
+    """Write ``train.jsonl`` and ``dev.jsonl`` (different seeds: held-out texts); idempotent like the QA set."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, n, s in (("train", train_size, seed), ("validation", val_size, seed + 1_000_003)):
+        body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in make_synthetic_sentiment(n, seed=s)).encode()
+        path = out / ("train.jsonl" if split == "train" else "dev.jsonl")
+        _write_if_changed(path, body)
+        paths[split] = path
+    return paths

@@ -38,7 +38,28 @@ class SkimTaskModule(pl.LightningModule):
         )
         backbone = build_backbone(model, attn_implementation=impl, add_pooling_layer=add_pooling_layer)
         self.encoder = SkimEncoder(backbone, strategy)
+        self._model_cfg = model
         self.strategy_stats = SumVector(max(strategy.eval_stat_size(), 1))
+
+    def init_from_checkpoint(self) -> None:
+        """``model.init_checkpoint``: start from the weights of another skim run (e.g. the dense model, as a skimming
+        model starts from a pretrained backbone); the strategy's predictors, absent there, keep their init."""
+        path = self._model_cfg.get("init_checkpoint")
+        if not path or getattr(self, "_initialised_from", None) == path:
+            return
+        from skim.errors import ConfigError
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        except (OSError, RuntimeError, KeyError) as err:
+            raise ConfigError(f"model.init_checkpoint {path}: cannot read a skim checkpoint ({str(err).splitlines()[0][:200]})") from err
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("encoder.strategy.")]
+        if missing or unexpected:
+            raise ConfigError(
+                f"model.init_checkpoint {path} does not match this model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+        self._initialised_from = path
 
     @property
     def strategy(self):

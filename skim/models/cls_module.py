@@ -60,6 +60,8 @@ class ClassificationModule(SkimTaskModule):
         if self.classifier is None:
             dm = self.trainer.datamodule
             self._build_head(dm.num_labels, dm.is_regression, dm.metric_names)
+        if stage == "fit":
+            self.init_from_checkpoint()
 
     def forward(self, batch: dict[str, torch.Tensor], mode: str | None = None):
         out = self.encode(batch, mode)

@@ -48,6 +48,10 @@ class QAModule(SkimTaskModule):
         self._eval_buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.last_eval: dict[str, Any] = {}
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.init_from_checkpoint()
+
     def forward(self, batch: dict[str, torch.Tensor], mode: str | None = None):
         out = self.encode(batch, mode)
         logits = self.qa_outputs(out.last_hidden_state)

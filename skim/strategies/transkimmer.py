@@ -78,15 +78,13 @@ def transkimmer_attention(module, query, key, value, attention_mask, scaling=Non
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     w = weights[:, None, None, :].to(scores.dtype)
-    if mode == "multiply":
-        # the paper's code: softmax over every non-padding key, then multiply by the mask (no renormalisation)
-        scores = scores.masked_fill(~pad_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        probs = scores.softmax(-1) * w
-    else:
-        # exp(s)*m / sum(exp(s)*m): equals removing the masked keys, and is differentiable in m
-        mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask > torch.finfo(attention_mask.dtype).min / 2
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        probs = scores.softmax(-1) * w
+    # only padding is masked out here: skimmed keys must stay in the softmax so that the straight-through gradient
+    # tells the predictor what keeping them would change (their weight w = 0 removes them in the forward pass)
+    scores = scores.masked_fill(~pad_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    probs = scores.softmax(-1) * w
+    if mode != "multiply":
+        # exp(s)*m / sum(exp(s)*m): exactly the softmax over the kept keys (= prune mode), differentiable in m;
+        # "multiply" is the paper's code: no renormalisation
         probs = probs / probs.sum(-1, keepdim=True).clamp_min(torch.finfo(probs.dtype).tiny)
     probs = F.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(probs, value).transpose(1, 2).contiguous()
@@ -177,10 +175,7 @@ class Transkimmer(SkimStrategy):
     def layer_kwargs(self, state: SkimState) -> dict:
         if state.mode != "mask" or state.keep_weight is None:
             return {}
-        kw = {"skim_key_weights": state.keep_weight, "skim_mask_mode": self.cfg.mask_mode}
-        if self.cfg.mask_mode == "multiply":
-            kw["skim_pad_mask"] = state.real_full
-        return kw
+        return {"skim_key_weights": state.keep_weight, "skim_mask_mode": self.cfg.mask_mode, "skim_pad_mask": state.real_full}
 
     # ---- loss --------------------------------------------------------------------------------------------
     def aux_losses(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
