@@ -4,7 +4,7 @@ PIP ?= .venv/bin/pip
 # the CPU build of torch (a local wheel on the project's machines; PyPI's CPU/CUDA build elsewhere)
 TORCH ?= torch==2.13.0
 
-.PHONY: help install demo test test-full test-gpu lint clean-logs
+.PHONY: help install demo demo-cls test test-full test-gpu lint clean-logs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ install: .venv/.installed ## create .venv and install skim (editable) with its p
 
 demo: install ## offline quickstart: dense vs Block-Skim on synthetic QA with a tiny BERT (CPU, minutes)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline $(PY) -m skim.quickstart
+
+demo-cls: install ## offline quickstart, classification: dense vs Transkimmer on synthetic sentiment (CPU, minutes)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline $(PY) -m skim.quickstart cls
 
 test: install ## the default test suite (no slow or GPU tests)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m "not slow and not gpu" -q

@@ -428,3 +428,16 @@ def test_synthetic_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main([str(tmp_path), "--train-size", "20", "--val-size", "5", "--seed", "2"]) == 0
     out = capsys.readouterr().out
     assert "train.json (20 questions" in out and "dev.json (5 questions" in out
+
+
+def test_synthetic_sentiment_is_deterministic_and_balanced(tmp_path):
+    from skim.data.cls_io import TASKS, read_cls_file
+    from skim.data.synthetic import make_synthetic_sentiment, write_synthetic_sentiment
+
+    a = make_synthetic_sentiment(200, seed=3)
+    assert a == make_synthetic_sentiment(200, seed=3)
+    labels = [r["label"] for r in a]
+    assert 60 < sum(labels) < 140
+    paths = write_synthetic_sentiment(tmp_path, train_size=50, val_size=20)
+    ds = read_cls_file(paths["validation"], spec=TASKS["synthetic_sentiment"])
+    assert len(ds) == 20 and set(ds["label"]) <= {0, 1}

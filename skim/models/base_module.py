@@ -37,6 +37,8 @@ class SkimTaskModule(pl.LightningModule):
             model.get("attn_implementation", "auto"), strategy.requires_attention_probs, strategy.attn_implementation
         )
         backbone = build_backbone(model, attn_implementation=impl, add_pooling_layer=add_pooling_layer)
+        # from_pretrained returns modules in eval mode, and Lightning keeps each module's mode: training must see dropout
+        backbone.train()
         self.encoder = SkimEncoder(backbone, strategy)
         self._model_cfg = model
         self.strategy_stats = SumVector(max(strategy.eval_stat_size(), 1))
