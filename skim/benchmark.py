@@ -12,7 +12,6 @@ Model: a trained checkpoint (``ckpt_path=...``), or a model shape with random we
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import platform
 import statistics

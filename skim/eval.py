@@ -1,8 +1,10 @@
 """``python -m skim.eval ckpt_path=... [overrides]``: evaluate a checkpoint on the validation set of ``data``.
 
-The architecture comes from the checkpoint. The ``skim`` config of this command decides how skimming runs at
-evaluation (for example ``skim=blockskim skim.threshold=0.1`` re-thresholds a trained Block-Skim model); with
-``use_checkpoint_skim=true`` the strategy saved in the checkpoint is used as it was trained.
+When the checkpoint lies in a skim run directory (``<run>/checkpoints/*.ckpt`` next to ``<run>/.hydra``), the run's
+own command-line overrides are applied first, so ``python -m skim.eval ckpt_path=<run>/checkpoints/last.ckpt``
+evaluates with the training run's model, skim and data configs; overrides given here win (for example
+``skim.threshold=0.1`` or ``data.eval_batch_size=128``). The architecture comes from the checkpoint; the ``skim``
+config decides how skimming runs at evaluation (``use_checkpoint_skim=true``: exactly as saved).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ register_configs()
 
 
 def load_module(cfg: DictConfig):
-    import torch
     from hydra.utils import get_class
 
     ckpt = Path(cfg.ckpt_path)
@@ -36,7 +37,7 @@ def load_module(cfg: DictConfig):
     try:
         # weights_only: checkpoints hold plain containers only (configs are converted with _convert_: all)
         return cls.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True, **kwargs)
-    except (RuntimeError, KeyError, EOFError, torch.serialization.pickle.UnpicklingError) as err:
+    except Exception as err:  # noqa: BLE001 - any unreadable or mismatched file becomes one clear line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"ckpt_path {ckpt}: cannot load this checkpoint into {cls.__name__} ({first[:300]})") from err
 
@@ -64,6 +65,37 @@ def evaluate(cfg: DictConfig) -> dict:
     return metrics
 
 
+# keys of a training run's overrides that mean nothing (or something else) to an evaluation
+_TRAIN_ONLY = {"train", "final_eval", "ckpt_path", "hparams_search", "callbacks", "objective", "task_name", "optimized_metric"}
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def run_overrides_for(argv: list[str]) -> list[str]:
+    """The saved overrides of the run that produced ``ckpt_path`` (if any), minus training-only and Hydra keys and
+    minus the keys given on this command line."""
+    import yaml
+
+    ckpt = next((a.split("=", 1)[1] for a in argv if _key(a) == "ckpt_path" and "=" in a), None)
+    if not ckpt:
+        return []
+    saved = Path(ckpt).resolve().parent.parent / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        return []
+    given = {_key(a) for a in argv if "=" in a}
+    out = []
+    for o in yaml.safe_load(saved.read_text()) or []:
+        k = _key(o)
+        # a group chosen here (skim=none) also drops the run's settings inside that group (skim.threshold=...)
+        replaced = any(k.startswith(g + ".") for g in given)
+        if k in given or replaced or k.split(".")[0] in _TRAIN_ONLY or k.startswith("hydra") or k.startswith("trainer"):
+            continue
+        out.append(o)
+    return out
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     metrics = task_wrapper(evaluate)(cfg)
@@ -72,4 +104,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    extra = run_overrides_for(sys.argv[1:])
+    if extra:
+        print("skim.eval: using the training run's overrides: " + " ".join(extra), file=sys.stderr)
+        sys.argv[1:1] = extra
     main()

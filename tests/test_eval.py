@@ -1,0 +1,85 @@
+"""skim.eval: a checkpoint is evaluated with its run's saved config; bad checkpoints give one clear error;
+and the same seed with trainer.deterministic=true gives identical metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from tests.conftest import SHARED_DATA, SQUAD_DEV, require_shared
+from tests.helpers.runs import compose_cfg, run_cli
+
+TRAIN = [
+    "model=tiny", "model.config_overrides.hidden_size=32", "model.config_overrides.num_hidden_layers=2",
+    "data=squad_local", f"data.train_file={SQUAD_DEV}", f"data.validation_file={SQUAD_DEV}",
+    "data.max_train_samples=24", "data.max_eval_samples=24", "data.batch_size=8",
+    "skim=blockskim_fixed", "skim.threshold=0.5", "trainer=cpu", "trainer.max_epochs=1", "final_eval=none",
+]
+
+
+def _env(root):
+    return {"SKIM_ROOT": str(root), "SKIM_SHARED_DATA": str(SHARED_DATA)}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    require_shared(SQUAD_DEV)
+    root = tmp_path_factory.mktemp("evalroot")
+    res = run_cli(["-m", "skim.train", *TRAIN, f"hydra.run.dir={root / 'train'}"], cwd=root, env_extra=_env(root))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root
+
+
+def test_eval_reuses_the_runs_config(trained_run):
+    root = trained_run
+    ckpt = root / "train" / "checkpoints" / "last.ckpt"
+    res = run_cli(["-m", "skim.eval", f"ckpt_path={ckpt}", "trainer=cpu", f"hydra.run.dir={root / 'eval'}"], cwd=root, env_extra=_env(root))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "using the training run's overrides" in res.stderr
+    trained = json.loads((root / "train" / "metrics.json").read_text())["metrics"]
+    evaluated = json.loads((root / "eval" / "metrics.json").read_text())["metrics"]
+    for k in ("val/em", "val/f1", "val/skim/kept_layer1", "val/flops/speedup"):
+        assert evaluated[k] == pytest.approx(trained[k], abs=1e-6), k
+    assert (root / "eval" / "predictions.json").read_bytes() == (root / "train" / "predictions.json").read_bytes()
+    # an override given to eval wins over the run's own
+    res = run_cli(["-m", "skim.eval", f"ckpt_path={ckpt}", "trainer=cpu", "skim.threshold=1.0", f"hydra.run.dir={root / 'eval2'}"],
+                  cwd=root, env_extra=_env(root))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((root / "eval2" / "metrics.json").read_text())["metrics"]["val/skim/kept_layer1"] < 1.0
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(b"this is not a checkpoint")
+    res = run_cli(["-m", "skim.eval", "model=tiny", "data=synthetic", f"ckpt_path={bad}"], cwd=tmp_path, env_extra=_env(tmp_path))
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("skim: error:")]
+    assert len(lines) == 1 and "model.ckpt" in lines[0] and "cannot load" in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_mismatched_checkpoint_is_one_clear_error(trained_run):
+    root = trained_run
+    ckpt = root / "train" / "checkpoints" / "last.ckpt"
+    res = run_cli(["-m", "skim.eval", f"ckpt_path={ckpt}", "trainer=cpu", "skim=none", f"hydra.run.dir={root / 'bad'}"],
+                  cwd=root, env_extra=_env(root))
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("skim: error:")]
+    assert len(lines) == 1 and "cannot load" in lines[0]
+
+
+def test_same_seed_deterministic_runs_give_identical_metrics(tmp_run_root):
+    require_shared(SQUAD_DEV)
+    from skim.train import train
+    from skim.utils.run import task_wrapper
+
+    results = []
+    for i in range(2):
+        GlobalHydra.instance().clear()
+        cfg = compose_cfg([*TRAIN, "trainer.deterministic=true", "seed=7", "skim=blockskim"], output_dir=tmp_run_root / f"run{i}")
+        results.append(task_wrapper(train)(cfg))
+    GlobalHydra.instance().clear()
+    assert results[0] == results[1]
+    assert results[0]["val/loss"] > 0
