@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-from skim.utils import resolvers as _resolvers  # noqa: E402,F401  (registers OmegaConf resolvers)
+from skim.utils import resolvers as _resolvers  # noqa: F401  (registers OmegaConf resolvers)

@@ -23,7 +23,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import skim  # noqa: F401
+import skim
 from skim.errors import ConfigError
 from skim.metrics.flops import EncoderShape, encoder_macs, head_macs
 from skim.utils.config_store import register_configs

@@ -7,7 +7,7 @@ name the file / option and the offending field, row or value.
 
 from __future__ import annotations
 
-__all__ = ["SkimError", "DataError", "ConfigError"]
+__all__ = ["ConfigError", "DataError", "SkimError"]
 
 
 class SkimError(Exception):

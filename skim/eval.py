@@ -18,7 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 import skim  # noqa: F401
 from skim.errors import ConfigError
 from skim.utils.config_store import register_configs
-from skim.utils.run import append_result, instantiate_group, print_summary, run_record, task_wrapper, validate_config, write_json
+from skim.utils.run import (
+    append_result,
+    instantiate_group,
+    print_summary,
+    run_record,
+    task_wrapper,
+    validate_config,
+    write_json,
+)
 
 log = logging.getLogger("skim.eval")
 register_configs()
@@ -37,7 +45,7 @@ def load_module(cfg: DictConfig):
     try:
         # weights_only: checkpoints hold plain containers only (configs are converted with _convert_: all)
         return cls.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True, **kwargs)
-    except Exception as err:  # noqa: BLE001 - any unreadable or mismatched file becomes one clear line
+    except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"ckpt_path {ckpt}: cannot load this checkpoint into {cls.__name__} ({first[:300]})") from err
 

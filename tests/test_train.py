@@ -164,3 +164,18 @@ def test_eval_a_checkpoint_with_another_threshold(tmp_run_root):
     assert m2["val/skim/kept_layer1"] <= metrics["val/skim/kept_layer1"]
     assert len(__import__("json").loads((eval_out / "predictions.json").read_text())) == 32
     assert (eval_out / "metrics.json").exists()
+
+
+def test_transkimmer_on_squad_v2_slice(tmp_run_root):
+    from tests.conftest import SHARED_DATA
+
+    v2 = SHARED_DATA / "squad_v2.0" / "dev-v2.0.reconstructed.json.gz"
+    require_shared(v2)
+    overrides = [o for o in SLICE if not o.startswith(("data=", "data.train_file", "data.validation_file"))]
+    metrics, out = _train(
+        [*overrides, "data=squad_v2", "data.hub_name=null", f"data.train_file={v2}", f"data.validation_file={v2}", "skim=transkimmer"],
+        tmp_run_root,
+    )
+    assert {"val/HasAns_f1", "val/NoAns_f1", "val/f1"} <= set(metrics)
+    assert (out / "null_odds.json").exists()
+    assert len(json.loads((out / "predictions.json").read_text())) == 64

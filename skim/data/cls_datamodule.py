@@ -30,9 +30,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from skim.data.sampling import eval_sampler
-
 from skim.data.cls_io import READER_VERSION, get_task, load_cls
+from skim.data.sampling import eval_sampler
 from skim.data.squad_io import dataset_fingerprint_of_file
 from skim.errors import ConfigError
 from skim.models.backbone import build_tokenizer

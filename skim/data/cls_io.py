@@ -62,16 +62,16 @@ from skim.data.squad_io import dataset_fingerprint_of_file
 from skim.errors import ConfigError, DataError
 
 __all__ = [
+    "CLS_COLUMNS",
+    "SUPPORTED_SUFFIXES",
+    "TASKS",
     "TableLayout",
     "TaskSpec",
-    "TASKS",
-    "SUPPORTED_SUFFIXES",
-    "CLS_COLUMNS",
-    "get_task",
     "features_for",
-    "read_cls_file",
+    "get_task",
     "load_cls",
     "normalise_hub_cls",
+    "read_cls_file",
 ]
 
 CLS_COLUMNS: tuple[str, ...] = ("text_a", "text_b", "label")
@@ -383,7 +383,7 @@ class _Rows:
             f"(allowed: {self.allowed()}{'' if isinstance(value, str) else f' or ids 0..{spec.num_labels - 1}'})"
         )
 
-    def add(self, a: str, b: str, label: int | float) -> None:
+    def add(self, a: str, b: str, label: float) -> None:
         self.text_a.append(a)
         self.text_b.append(b)
         self.label.append(label)
@@ -606,7 +606,7 @@ def load_cls(
         )
     try:
         ds = datasets.load_dataset(hub_name, hub_config, split=split, cache_dir=cache_dir)
-    except Exception as e:  # noqa: BLE001 - any Hub/network/cache failure becomes one user-facing line
+    except Exception as e:
         cfg = f" (config {hub_config!r})" if hub_config else ""
         raise DataError(
             f"could not load Hub dataset {hub_name!r}{cfg} split {split!r}: {type(e).__name__}: {_one_line(e)}; "

@@ -27,7 +27,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from skim.data.sampling import eval_sampler
-
 from skim.data.squad_io import dataset_fingerprint_of_file, load_squad
 from skim.errors import ConfigError
 from skim.models.backbone import build_tokenizer

@@ -31,15 +31,15 @@ import pyarrow.parquet as pq
 from skim.errors import ConfigError, DataError
 
 __all__ = [
+    "SPLIT_ALIASES",
     "SQUAD_COLUMNS",
     "SQUAD_FEATURES",
     "SUPPORTED_SUFFIXES",
-    "SPLIT_ALIASES",
-    "read_squad_file",
+    "dataset_fingerprint_of_file",
+    "find_split_file",
     "load_squad",
     "normalise_hub_dataset",
-    "find_split_file",
-    "dataset_fingerprint_of_file",
+    "read_squad_file",
 ]
 
 SQUAD_COLUMNS: tuple[str, ...] = ("id", "title", "context", "question", "answers", "is_impossible")
@@ -595,7 +595,7 @@ def load_squad(
         raise ConfigError(f"no dataset given: set {source_option} to a SQuAD file, or a Hub dataset name")
     try:
         ds = datasets.load_dataset(hub_name, hub_config, split=split, cache_dir=cache_dir)
-    except Exception as e:  # noqa: BLE001 - any Hub/network/cache failure becomes one user-facing line
+    except Exception as e:
         cfg = f" (config {hub_config!r})" if hub_config else ""
         raise DataError(
             f"could not load Hub dataset {hub_name!r}{cfg} split {split!r}: {type(e).__name__}: {_one_line(e)}; "

@@ -38,47 +38,35 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "SYNTHETIC_VERSION",
     "ATTRIBUTES",
+    "DEFAULT_TRAIN_SHORT_FRACTION",
     "LONG_TOKENS",
     "SHORT_TOKENS",
-    "DEFAULT_TRAIN_SHORT_FRACTION",
+    "SYNTHETIC_VERSION",
     "make_synthetic_squad",
-    "write_synthetic_squad",
     "synthetic_json_bytes",
+    "write_synthetic_squad",
 ]
 
 SYNTHETIC_VERSION = "synthetic-1.0"
 
 # --- key vocabulary: keys are "the <adjective> <animal>" ------------------------------
-_KEY_ADJ: tuple[str, ...] = (
-    "young big small tall short brave happy sad wild calm proud clever lazy angry gentle "
-    "strong weak little great poor rich kind bold shy silent swift wise"
-).split()
-_KEY_ANIMAL: tuple[str, ...] = (
-    "fox wolf bear deer horse lion tiger eagle owl hawk rabbit mouse cat dog goat sheep cow "
-    "pig duck goose swan crow snake frog whale shark dolphin monkey camel bull"
-).split()
+_KEY_ADJ: tuple[str, ...] = ["young", "big", "small", "tall", "short", "brave", "happy", "sad", "wild", "calm", "proud", "clever", "lazy", "angry", "gentle", "strong", "weak", "little", "great", "poor", "rich", "kind", "bold", "shy", "silent", "swift", "wise"]
+_KEY_ANIMAL: tuple[str, ...] = ["fox", "wolf", "bear", "deer", "horse", "lion", "tiger", "eagle", "owl", "hawk", "rabbit", "mouse", "cat", "dog", "goat", "sheep", "cow", "pig", "duck", "goose", "swan", "crow", "snake", "frog", "whale", "shark", "dolphin", "monkey", "camel", "bull"]
 
 # --- values: one disjoint pool per attribute, so both the attribute word and the answer
 # type point to the asked fact (two redundant cues keep it learnable from scratch in minutes).
-_CITIES = (
-    "paris london rome berlin tokyo madrid moscow vienna dublin boston chicago sydney cairo "
-    "athens lisbon prague oslo warsaw denver seattle toronto delhi"
-).split() + ["new york", "hong kong", "los angeles", "san diego"]
-_NAMES = (
-    "john mary david sarah peter anna james emma thomas lucy george alice henry laura paul "
-    "maria frank helen oscar ruth victor grace simon rose"
-).split()
-_COLORS = "red blue green yellow black white orange purple pink brown gray silver gold violet".split() + [
+_CITIES = ["paris", "london", "rome", "berlin", "tokyo", "madrid", "moscow", "vienna", "dublin", "boston", "chicago", "sydney", "cairo", "athens", "lisbon", "prague", "oslo", "warsaw", "denver", "seattle", "toronto", "delhi"] + ["new york", "hong kong", "los angeles", "san diego"]
+_NAMES = ["john", "mary", "david", "sarah", "peter", "anna", "james", "emma", "thomas", "lucy", "george", "alice", "henry", "laura", "paul", "maria", "frank", "helen", "oscar", "ruth", "victor", "grace", "simon", "rose"]
+_COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple", "pink", "brown", "gray", "silver", "gold", "violet"] + [
     "dark blue",
     "light green",
 ]
-_WEAPONS = "sword bow spear axe knife hammer shield rifle dagger club whip lance".split()
-_FOODS = "apple bread rice cheese fish meat honey corn milk soup cake salt sugar beans nuts eggs".split()
-_JOBS = "farmer doctor teacher soldier sailor baker hunter driver singer painter writer judge priest miner".split()
-_INSTRUMENTS = "piano guitar drum flute violin harp trumpet horn organ banjo cello".split()
-_VEHICLES = "car bus train truck bicycle ship plane wagon canoe tractor taxi jeep yacht".split()
+_WEAPONS = ["sword", "bow", "spear", "axe", "knife", "hammer", "shield", "rifle", "dagger", "club", "whip", "lance"]
+_FOODS = ["apple", "bread", "rice", "cheese", "fish", "meat", "honey", "corn", "milk", "soup", "cake", "salt", "sugar", "beans", "nuts", "eggs"]
+_JOBS = ["farmer", "doctor", "teacher", "soldier", "sailor", "baker", "hunter", "driver", "singer", "painter", "writer", "judge", "priest", "miner"]
+_INSTRUMENTS = ["piano", "guitar", "drum", "flute", "violin", "harp", "trumpet", "horn", "organ", "banjo", "cello"]
+_VEHICLES = ["car", "bus", "train", "truck", "bicycle", "ship", "plane", "wagon", "canoe", "tractor", "taxi", "jeep", "yacht"]
 
 ATTRIBUTES: dict[str, list[str]] = {
     "home": _CITIES,
@@ -93,19 +81,16 @@ ATTRIBUTES: dict[str, list[str]] = {
 _ATTR_NAMES: tuple[str, ...] = tuple(ATTRIBUTES)  # fixed order => deterministic sampling
 
 # --- filler vocabulary: disjoint from keys, attributes and values ---------------------
-_F_PLACE = (
-    "river hill road tree house bridge field lake forest wall garden tower market village "
-    "valley mountain church castle harbor station farm shore island school library mill gate path"
-).split()
-_F_ADJ = "dark bright cold warm empty busy narrow wide long deep high low distant hidden open crowded dry wet".split()
-_F_VERB = "stands sleeps waits rests moves turns stays lies shakes".split()
-_F_TIME = "morning evening night winter summer spring autumn noon dawn dusk".split()
-_F_THINGS = "rocks leaves flowers birds trees clouds boats lamps stones carts bells windows roofs fences".split()
-_F_DAY = "monday tuesday wednesday thursday friday saturday sunday".split()
-_F_PEOPLE = "children people workers visitors travelers".split()
-_F_PVERB = "play sing talk rest gather wait dance walk".split()
-_F_WEATHER = "rain snow wind fog light smoke water dust".split()
-_F_WVERB = "falls blows moves settles".split()
+_F_PLACE = ["river", "hill", "road", "tree", "house", "bridge", "field", "lake", "forest", "wall", "garden", "tower", "market", "village", "valley", "mountain", "church", "castle", "harbor", "station", "farm", "shore", "island", "school", "library", "mill", "gate", "path"]
+_F_ADJ = ["dark", "bright", "cold", "warm", "empty", "busy", "narrow", "wide", "long", "deep", "high", "low", "distant", "hidden", "open", "crowded", "dry", "wet"]
+_F_VERB = ["stands", "sleeps", "waits", "rests", "moves", "turns", "stays", "lies", "shakes"]
+_F_TIME = ["morning", "evening", "night", "winter", "summer", "spring", "autumn", "noon", "dawn", "dusk"]
+_F_THINGS = ["rocks", "leaves", "flowers", "birds", "trees", "clouds", "boats", "lamps", "stones", "carts", "bells", "windows", "roofs", "fences"]
+_F_DAY = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_F_PEOPLE = ["children", "people", "workers", "visitors", "travelers"]
+_F_PVERB = ["play", "sing", "talk", "rest", "gather", "wait", "dance", "walk"]
+_F_WEATHER = ["rain", "snow", "wind", "fog", "light", "smoke", "water", "dust"]
+_F_WVERB = ["falls", "blows", "moves", "settles"]
 
 # Templates never contain "the ... of ... is", so no filler looks like a fact.
 _FILLERS: tuple[str, ...] = (
@@ -354,9 +339,9 @@ if __name__ == "__main__":
 
 
 # --- synthetic sentiment classification (the Transkimmer quickstart) ----------------------------------------------
-_OPINION_SUBJECT = "film movie story show play book song concert meal trip".split()
-_POSITIVE = "wonderful great excellent lovely brilliant superb delightful perfect".split()
-_NEGATIVE = "awful terrible boring dreadful horrible poor dull bad".split()
+_OPINION_SUBJECT = ["film", "movie", "story", "show", "play", "book", "song", "concert", "meal", "trip"]
+_POSITIVE = ["wonderful", "great", "excellent", "lovely", "brilliant", "superb", "delightful", "perfect"]
+_NEGATIVE = ["awful", "terrible", "boring", "dreadful", "horrible", "poor", "dull", "bad"]
 _OPINION_TEMPLATES = (
     "overall the {subject} was {word} .",
     "i thought the {subject} was really {word} .",
