@@ -32,6 +32,7 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
 
+    reuse_wandb_run(cfg)
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module, output_dir=str(out_dir))
     callbacks = instantiate_group(cfg.get("callbacks"))
@@ -65,6 +66,21 @@ def train(cfg: DictConfig) -> dict:
                 append_result(cfg.results_file, record)
         print_summary(f"{cfg.task_name} {cfg.skim.name}", metrics)
     return metrics
+
+
+def reuse_wandb_run(cfg: DictConfig) -> None:
+    """Resuming from ``<run>/checkpoints/*.ckpt`` continues that run's W&B run (its id is in ``<run>/wandb_run_id``)."""
+    from omegaconf import open_dict
+
+    ckpt, wandb_cfg = cfg.get("ckpt_path"), (cfg.get("logger") or {}).get("wandb")
+    if not ckpt or ckpt == "last" or wandb_cfg is None or wandb_cfg.get("id"):
+        return
+    saved = Path(ckpt).resolve().parent.parent / "wandb_run_id"
+    if saved.is_file():
+        with open_dict(cfg):
+            cfg.logger.wandb.id = saved.read_text().strip()
+            cfg.logger.wandb.resume = "allow"
+        log.info("resuming W&B run %s", cfg.logger.wandb.id)
 
 
 def add_objective(cfg: DictConfig, metrics: dict) -> None:

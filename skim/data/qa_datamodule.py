@@ -26,6 +26,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from skim.data.resumable import resumable_loader
 from skim.data.sampling import eval_sampler
 from skim.data.squad_io import dataset_fingerprint_of_file, load_squad
 from skim.errors import ConfigError
@@ -299,6 +300,9 @@ class QADataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.trainer is None or self.trainer.world_size == 1:
+            # resumable mid-epoch: the shuffling order and the position are restored from checkpoints
+            return resumable_loader(self._loader(self.train_features, self.batch_size, shuffle=False))
         return self._loader(self.train_features, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

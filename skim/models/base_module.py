@@ -80,6 +80,54 @@ class SkimTaskModule(pl.LightningModule):
             batch=batch,
         )
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # lets a resumable training loader record how far the epoch got (skim.data.resumable); counted at the start
+        # so that a checkpoint saved at the end of this step (callbacks run before the module) includes it
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "note_consumed"):
+            loader.note_consumed()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # dropout / Gumbel noise continue where they were after a resume
+        checkpoint["skim_rng"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("skim_rng")
+
+    def on_train_start(self) -> None:
+        state = getattr(self, "_rng_to_restore", None)
+        if state is not None:
+            torch.set_rng_state(state)
+            self._rng_to_restore = None
+
+    def total_training_steps(self) -> int:
+        """Optimizer steps of the whole fit, computed from the datamodule's loader.
+
+        Not ``trainer.estimated_stepping_batches``: that builds the fit loop's training data before a checkpoint's
+        loop state is restored, so a stateful loader would never get its mid-epoch position back.
+        """
+        trainer = self.trainer
+        if trainer.max_steps and trainer.max_steps > 0 and (trainer.max_epochs is None or trainer.max_epochs < 0):
+            return trainer.max_steps
+        try:
+            batches = len(trainer.datamodule.train_dataloader())
+        except (AttributeError, TypeError):
+            return max(int(trainer.estimated_stepping_batches), 1)
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            batches = min(batches, limit)
+        elif limit is not None:
+            batches = int(batches * limit)
+        if trainer.overfit_batches:
+            batches = int(trainer.overfit_batches) if isinstance(trainer.overfit_batches, int) else max(int(batches * trainer.overfit_batches), 1)
+        per_epoch = -(-batches // trainer.accumulate_grad_batches)
+        total = per_epoch * max(trainer.max_epochs or 1, 1)
+        if trainer.max_steps and trainer.max_steps > 0:
+            total = min(total, trainer.max_steps)
+        if trainer.fast_dev_run:
+            total = int(trainer.fast_dev_run)
+        return max(total, 1)
+
     # ---- skim statistics ---------------------------------------------------------------------------------
     def step_skim_outputs(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Per-example token counts for the skim-ratio and FLOPs callbacks (returned by validation_step)."""
@@ -119,7 +167,7 @@ class SkimTaskModule(pl.LightningModule):
         opt = torch.optim.AdamW(groups, lr=cfg["lr"], eps=cfg["adam_eps"])
         if cfg.get("scheduler", "linear") in (None, "none", "constant"):
             return opt
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = self.total_training_steps()
         warmup = int(cfg["warmup_ratio"] * total)
 
         def lr_lambda(step: int) -> float:
