@@ -26,13 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
 
+from skim.data.base import SkimDataModule
 from skim.data.cls_io import READER_VERSION, get_task, load_cls
-from skim.data.resumable import resumable_loader
-from skim.data.sampling import eval_sampler
 from skim.data.squad_io import dataset_fingerprint_of_file
 from skim.errors import ConfigError
 from skim.models.backbone import build_tokenizer
@@ -108,8 +105,14 @@ def subset(raw: datasets.Dataset, limit: int | None) -> datasets.Dataset:
     return raw.select(sorted(random.Random(SUBSET_SEED).sample(range(len(raw)), limit)))
 
 
-class ClassificationDataModule(pl.LightningDataModule):
+class ClassificationDataModule(SkimDataModule):
     task = "cls"
+    loader_columns = (*MODEL_COLUMNS, "labels", "example_index")
+
+    def collate_fn(self, pad_to: int | None):
+        return functools.partial(
+            cls_collate, pad_token_id=self.tokenizer.pad_token_id or 0, pad_to=pad_to, regression=self.is_regression
+        )
 
     def __init__(
         self,
@@ -195,12 +198,6 @@ class ClassificationDataModule(pl.LightningDataModule):
             )
         # otherwise nothing to do: local files are read in ``setup``; Hub data is fetched (and cached) there
 
-    def _per_device(self, size: int) -> int:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if size % world:
-            raise ConfigError(f"batch size {size} is not divisible by the number of devices ({world})")
-        return size // world
-
     def _source_key(self, source: str | None, split: str, raw: datasets.Dataset) -> str:
         if source:
             p = Path(source)
@@ -272,37 +269,6 @@ class ClassificationDataModule(pl.LightningDataModule):
                 raw, hp.validation_file, hp.validation_split, "validation", hp.max_eval_samples
             )
             self.eval_examples = subset(raw, hp.max_eval_samples)
-
-    def benchmark_loader(self, batch_size: int) -> DataLoader:
-        """Evaluation batches of exactly ``batch_size`` (no per-device split), in dataset order."""
-        return self._loader(self.eval_dataset, batch_size, shuffle=False, per_device=False)
-
-    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool, per_device: bool = True) -> DataLoader:
-        pad_to = self.max_seq_length if self.padding == "max_length" else None
-        pad_id = self.tokenizer.pad_token_id or 0
-        return DataLoader(
-            ds.select_columns([*MODEL_COLUMNS, "labels", "example_index"]),
-            batch_size=self._per_device(batch_size) if per_device else batch_size,
-            shuffle=shuffle,
-            sampler=None if shuffle or not per_device else eval_sampler(self.trainer, ds),
-            num_workers=self.num_workers,
-            collate_fn=functools.partial(
-                cls_collate, pad_token_id=pad_id, pad_to=pad_to, regression=self.is_regression
-            ),
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        if self.trainer is None or self.trainer.world_size == 1:
-            # resumable mid-epoch: the shuffling order and the position are restored from checkpoints
-            return resumable_loader(self._loader(self.train_features, self.batch_size, shuffle=False))
-        return self._loader(self.train_features, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
 
     def describe(self) -> dict[str, Any]:
         """What a results row / run record needs to know about the data."""

@@ -44,21 +44,19 @@ Every problem becomes a :class:`skim.errors.DataError` whose single-line message
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
 import json
 import logging
 import math
 import os
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from skim.data.squad_io import dataset_fingerprint_of_file
+from skim.data.squad_io import _decode, _one_line, _read_bytes, dataset_fingerprint_of_file
 from skim.errors import ConfigError, DataError
 
 __all__ = [
@@ -81,7 +79,6 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (".jsonl.gz", ".tsv.gz", ".csv.gz", ".json
 
 # Bump when parsing / normalisation changes, so fingerprint-keyed caches are invalidated.
 READER_VERSION = "cls_io-1"
-_GZIP_MAGIC = b"\x1f\x8b"
 
 log = logging.getLogger(__name__)
 
@@ -288,11 +285,6 @@ def features_for(spec: TaskSpec) -> datasets.Features:
 # --------------------------------------------------------------------------- helpers
 
 
-def _one_line(text: object, limit: int = 300) -> str:
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
 def _short(value: object, limit: int = 40) -> str:
     if not isinstance(value, str):
         s = json.dumps(value)
@@ -314,27 +306,8 @@ def _suffix_of(path: Path) -> str | None:
 
 
 def _read_text(path: Path, gz: bool) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: file not found") from e
-    except OSError as e:
-        raise DataError(f"{path}: cannot read file: {_one_line(e)}") from e
-    if gz:
-        if not raw.startswith(_GZIP_MAGIC):
-            raise DataError(f"{path}: not a gzip file (bad magic bytes); drop the .gz suffix if it is not compressed")
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: corrupt or truncated gzip data: {_one_line(e)}") from e
-    elif raw.startswith(_GZIP_MAGIC):
-        raise DataError(
-            f"{path}: file is gzip-compressed but its name does not end in .gz; rename it to *{path.suffix}.gz"
-        )
-    try:
-        return raw.decode("utf-8-sig")  # -sig: GLUE's MRPC files start with a BOM
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 text (byte offset {e.start}): {e.reason}") from e
+    # the same reading rules (gzip checks, UTF-8 with optional BOM) as the SQuAD reader
+    return _decode(path, _read_bytes(path, gz))
 
 
 class _Rows:

@@ -22,12 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
 
-from skim.data.resumable import resumable_loader
-from skim.data.sampling import eval_sampler
+from skim.data.base import SkimDataModule
 from skim.data.squad_io import dataset_fingerprint_of_file, load_squad
 from skim.errors import ConfigError
 from skim.models.backbone import build_tokenizer
@@ -124,8 +121,12 @@ def qa_collate(features: list[dict[str, Any]], pad_token_id: int = 0, pad_to: in
     return batch
 
 
-class QADataModule(pl.LightningDataModule):
+class QADataModule(SkimDataModule):
     task = "qa"
+    loader_columns = (*MODEL_COLUMNS, "start_positions", "end_positions", "example_index", "feature_index")
+
+    def collate_fn(self, pad_to: int | None):
+        return functools.partial(qa_collate, pad_token_id=self.tokenizer.pad_token_id or 0, pad_to=pad_to)
 
     def __init__(
         self,
@@ -196,12 +197,6 @@ class QADataModule(pl.LightningDataModule):
                 n_facts=tuple(self.synthetic.get("n_facts", (1, 1))),
                 train_short_fraction=self.synthetic.get("train_short_fraction", 0.0),
             )
-
-    def _per_device(self, size: int) -> int:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if size % world:
-            raise ConfigError(f"batch size {size} is not divisible by the number of devices ({world})")
-        return size // world
 
     def _source_key(self, source: str | None, split: str, raw: datasets.Dataset) -> str:
         if source:
@@ -280,36 +275,6 @@ class QADataModule(pl.LightningDataModule):
                 {"example_id": ids[r["example_index"]], "offset_mapping": [o if o[0] >= 0 else None for o in r["offset_mapping"]]}
                 for r in meta
             ]
-
-    def benchmark_loader(self, batch_size: int) -> DataLoader:
-        """Evaluation batches of exactly ``batch_size`` (no per-device split), in dataset order."""
-        return self._loader(self.eval_dataset, batch_size, shuffle=False, per_device=False)
-
-    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool, per_device: bool = True) -> DataLoader:
-        pad_to = self.max_seq_length if self.padding == "max_length" else None
-        pad_id = self.tokenizer.pad_token_id or 0
-        cols = [*MODEL_COLUMNS, "start_positions", "end_positions", "example_index", "feature_index"]
-        return DataLoader(
-            ds.select_columns(cols),
-            batch_size=self._per_device(batch_size) if per_device else batch_size,
-            shuffle=shuffle,
-            sampler=None if shuffle or not per_device else eval_sampler(self.trainer, ds),
-            num_workers=self.num_workers,
-            collate_fn=functools.partial(qa_collate, pad_token_id=pad_id, pad_to=pad_to),
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        if self.trainer is None or self.trainer.world_size == 1:
-            # resumable mid-epoch: the shuffling order and the position are restored from checkpoints
-            return resumable_loader(self._loader(self.train_features, self.batch_size, shuffle=False))
-        return self._loader(self.train_features, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
 
     def describe(self) -> dict[str, Any]:
         """What a results row / run record needs to know about the data."""

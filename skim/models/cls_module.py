@@ -7,7 +7,6 @@ ones (the DataModule names them), summed across DDP ranks by torchmetrics.
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +39,6 @@ class ClassificationModule(SkimTaskModule):
         self.val_metrics = None
         if num_labels is not None:
             self._build_head(num_labels, bool(is_regression), metric_names or ["acc"])
-        self.last_eval: dict[str, Any] = {}
 
     def _build_head(self, num_labels: int, is_regression: bool, metric_names: list[str]) -> None:
         from skim.metrics.classification import build_metrics
@@ -114,6 +112,3 @@ class ClassificationModule(SkimTaskModule):
             self.log(f"val/{k}", v, prog_bar=True)
         for k, v in skim_stats.items():
             self.log(f"val/skim/{k}", v)
-        self.last_eval = {
-            "metrics": {f"val/{k}": v for k, v in values.items()} | {f"val/skim/{k}": v for k, v in skim_stats.items()},
-        }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +45,6 @@ class QAModule(SkimTaskModule):
         nn.init.normal_(self.qa_outputs.weight, std=0.02)
         nn.init.zeros_(self.qa_outputs.bias)
         self._eval_buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self.last_eval: dict[str, Any] = {}
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -166,12 +164,6 @@ class QAModule(SkimTaskModule):
             self.log(f"val/{k}", float(v), prog_bar=k in ("em", "f1"), rank_zero_only=False)
         for k, v in skim_stats.items():
             self.log(f"val/skim/{k}", float(v))
-        self.last_eval = {
-            "metrics": {f"val/{k}": float(v) for k, v in metrics.items()}
-            | {f"val/skim/{k}": float(v) for k, v in skim_stats.items()},
-            "num_examples": len(examples),
-            "num_features": len(features),
-        }
         if self.eval_cfg["write_predictions"] and self.trainer.is_global_zero:
             self._write_predictions(preds, null_odds if v2 else None, dm)
 

@@ -55,6 +55,14 @@ class SkimStrategy(nn.Module):
         """Called once by the encoder: build predictors for its shapes."""
         self.num_layers = encoder.num_layers
 
+    def resolve_layers(self, layers: list[int] | None, num_layers: int) -> list[int]:
+        """``skim.skim_layers`` -> sorted layer indices (None = every layer), checked against the model depth."""
+        chosen = list(range(num_layers)) if layers is None else sorted(set(layers))
+        bad = [i for i in chosen if not 0 <= i < num_layers]
+        if bad:
+            raise ConfigError(f"skim.skim_layers {bad} out of range for a {num_layers}-layer model (valid: 0..{num_layers - 1})")
+        return chosen
+
     @classmethod
     def check_compatible(cls, task: str, attn_implementation: str) -> None:
         if task not in cls.supported_tasks:

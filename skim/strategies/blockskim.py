@@ -118,14 +118,9 @@ class BlockSkim(SkimStrategy):
 
     def attach(self, encoder: SkimEncoder) -> None:
         super().attach(encoder)
-        n = encoder.num_layers
-        layers = list(range(n)) if self.cfg.skim_layers is None else sorted(set(self.cfg.skim_layers))
-        bad = [i for i in layers if not 0 <= i < n]
-        if bad:
-            raise ConfigError(f"skim.skim_layers {bad} out of range for a {n}-layer model (valid: 0..{n - 1})")
-        self.skim_layers = layers
+        self.skim_layers = self.resolve_layers(self.cfg.skim_layers, encoder.num_layers)
         heads = encoder.backbone.config.num_attention_heads
-        for i in layers:
+        for i in self.skim_layers:
             self.predictors[str(i)] = BlockPredictor(heads, self.cfg.block_size)
 
     def needs_attention_probs(self, layer: int) -> bool:

@@ -130,15 +130,10 @@ class Transkimmer(SkimStrategy):
 
     def attach(self, encoder: SkimEncoder) -> None:
         super().attach(encoder)
-        n = encoder.num_layers
-        layers = list(range(n)) if self.cfg.skim_layers is None else sorted(set(self.cfg.skim_layers))
-        bad = [i for i in layers if not 0 <= i < n]
-        if bad:
-            raise ConfigError(f"skim.skim_layers {bad} out of range for a {n}-layer model (valid: 0..{n - 1})")
-        self.skim_layers = layers
+        self.skim_layers = self.resolve_layers(self.cfg.skim_layers, encoder.num_layers)
         hidden = encoder.hidden_size
         inner = self.cfg.predictor_hidden or hidden
-        for i in layers:
+        for i in self.skim_layers:
             self.predictors[str(i)] = SkimPredictor(hidden, inner, self.cfg.bias_init)
 
     # ---- decisions ---------------------------------------------------------------------------------------
