@@ -192,3 +192,46 @@ def test_combined_loss_decreases_and_reaches_predictors(minilm_path):
         losses.append((terms["loss"].item(), terms["skim_loss"].item()))
     assert losses[-1][0] < 0.5 * losses[0][0]
     assert losses[-1][1] < losses[0][1]
+
+
+def test_histogram_auc():
+    from skim.strategies.blockskim import histogram_auc
+
+    assert histogram_auc(torch.tensor([0.0, 0, 5]), torch.tensor([4.0, 0, 0])) == 1.0
+    assert histogram_auc(torch.tensor([3.0, 0, 0]), torch.tensor([0.0, 0, 2])) == 0.0
+    assert histogram_auc(torch.tensor([1.0, 2, 1]), torch.tensor([2.0, 4, 2])) == pytest.approx(0.5)
+    # one answer block in the top bin, one tied with the single other block: (1 + 0.5) / 2
+    assert histogram_auc(torch.tensor([0.0, 1, 1]), torch.tensor([0.0, 1, 0])) == pytest.approx(0.75)
+    assert histogram_auc(torch.tensor([0.0, 0]), torch.tensor([1.0, 0])) is None
+
+
+def test_block_statistics_count_every_real_block_once():
+    enc = _blockskim_encoder()
+    strat = enc.strategy
+    ids, mask = ragged_batch(6, 150, min_len=40, seed=4)
+    batch = {"start_positions": torch.tensor([3, 40, 70, 100, 0, 33]), "end_positions": torch.tensor([5, 41, 70, 104, 0, 64])}
+    with torch.no_grad():
+        out = enc(ids, mask, mode="mask")
+    stats = strat.eval_stats(out, batch)
+    nb, S = len(strat.P_EDGES), strat._STATS
+    real_blocks = int(torch.nn.functional.pad(mask, (0, 10)).view(6, 5, 32).any(-1).sum())
+    labels = block_labels(batch["start_positions"], batch["end_positions"], 150, 32, 2)
+    valid = torch.nn.functional.pad(mask, (0, 10)).view(6, 5, 32).any(-1)
+    positives = int((labels.bool() & valid).sum())
+    # layer 0 reads every real block; later layers only the blocks still alive
+    tp, fp, fn, tn = stats[:4].tolist()
+    assert tp + fp + fn + tn == real_blocks and tp + fn == positives
+    assert stats[4 : 4 + nb].sum() == positives and stats[4 + nb : S].sum() == real_blocks - positives
+    for i in strat.skim_layers[1:]:
+        tp, fp, fn, tn = stats[S * i : S * i + 4].tolist()
+        assert 0 < tp + fp + fn + tn < real_blocks
+        assert stats[S * i + 4 : S * i + S].sum() == tp + fp + fn + tn
+    res = strat.format_eval_stats(stats)
+    assert 0.0 <= res["block_auc_layer0"] <= 1.0
+    assert res["block_answer_share_layer0"] == pytest.approx(positives / real_blocks)
+    report = strat.eval_report(stats)
+    assert report["p_edges"] == list(strat.P_EDGES) and sum(report["layer0"]["answer"]) == positives
+    strat.train()
+    diag = strat.train_diagnostics(out, batch)
+    assert set(diag) >= {"block_ce_layer0", "block_p_answer_layer0", "block_p_other_layer0", "block_recall_layer2"}
+    assert all(torch.isfinite(v) for v in diag.values())

@@ -1,7 +1,8 @@
 """What the task DataModules share: per-device batch sizes and the train / eval / benchmark loaders.
 
 A subclass provides ``train_features``, ``eval_dataset``, ``tokenizer``, ``padding``, ``max_seq_length``,
-``batch_size``, ``eval_batch_size``, ``num_workers``, the ``loader_columns`` it feeds and ``collate_fn(pad_to)``.
+``batch_size``, ``eval_batch_size``, ``num_workers``, ``group_by_length``, the ``loader_columns`` it feeds and
+``collate_fn(pad_to)``, and calls ``check_padding`` in its constructor.
 """
 
 from __future__ import annotations
@@ -9,17 +10,29 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import datasets
+import pyarrow.compute as pc
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from skim.data.resumable import resumable_loader
+from skim.data.resumable import DistributedGroupedSampler, resumable_loader, training_seed
 from skim.data.sampling import eval_sampler
 from skim.errors import ConfigError
 
 
+PADDING_POLICIES = ("dynamic", "max_length")
+
+
 class SkimDataModule(pl.LightningDataModule):
     loader_columns: tuple[str, ...] = ()
+    group_by_length: bool = False
+
+    @staticmethod
+    def check_padding(padding: str, group_by_length: bool) -> None:
+        if padding not in PADDING_POLICIES:
+            raise ConfigError(f"data.padding must be one of {PADDING_POLICIES}, got {padding!r}")
+        if group_by_length and padding != "dynamic":
+            raise ConfigError("data.group_by_length=true groups features to pad less: it needs data.padding=dynamic")
 
     def collate_fn(self, pad_to: int | None) -> Callable:
         raise NotImplementedError
@@ -30,12 +43,16 @@ class SkimDataModule(pl.LightningDataModule):
             raise ConfigError(f"batch size {size} is not divisible by the number of devices ({world})")
         return size // world
 
-    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool, per_device: bool = True) -> DataLoader:
+    def _loader(
+        self, ds: datasets.Dataset, batch_size: int, shuffle: bool, per_device: bool = True, sampler=None
+    ) -> DataLoader:
+        if sampler is None and not shuffle and per_device:
+            sampler = eval_sampler(self.trainer, ds)
         return DataLoader(
             ds.select_columns(list(self.loader_columns)),
             batch_size=self._per_device(batch_size) if per_device else batch_size,
             shuffle=shuffle,
-            sampler=None if shuffle or not per_device else eval_sampler(self.trainer, ds),
+            sampler=sampler,
             # iterator creation draws a seed: keep it off the global RNG (dropout/Gumbel streams stay reproducible)
             generator=torch.Generator().manual_seed(0),
             num_workers=self.num_workers,
@@ -43,11 +60,23 @@ class SkimDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def train_lengths(self) -> list[int]:
+        """Real tokens per training feature (what a dynamically padded batch is padded to), read from Arrow."""
+        table = self.train_features.with_format("arrow")[:]
+        return pc.list_value_length(table.column("input_ids")).to_pylist()
+
     def train_dataloader(self) -> DataLoader:
+        lengths = self.train_lengths() if self.group_by_length else None
         if self.trainer is None or self.trainer.world_size == 1:
             # resumable mid-epoch: the shuffling order and the position are restored from checkpoints
-            return resumable_loader(self._loader(self.train_features, self.batch_size, shuffle=False))
-        return self._loader(self.train_features, self.batch_size, shuffle=True)
+            return resumable_loader(self._loader(self.train_features, self.batch_size, shuffle=False, per_device=False), lengths)
+        if lengths is None:
+            return self._loader(self.train_features, self.batch_size, shuffle=True)
+        world, per_device = self.trainer.world_size, self._per_device(self.batch_size)
+        sampler = DistributedGroupedSampler(
+            self.train_features, lengths, per_device, num_replicas=world, rank=self.trainer.global_rank, seed=training_seed()
+        )
+        return self._loader(self.train_features, self.batch_size, shuffle=False, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_dataset, self.eval_batch_size, shuffle=False)

@@ -37,7 +37,6 @@ from skim.models.backbone import build_tokenizer
 log = logging.getLogger(__name__)
 
 FEATURISER_VERSION = "cls-v1"
-PADDING_POLICIES = ("dynamic", "max_length")
 SUBSET_SEED = 0
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "protect_mask")
 
@@ -129,6 +128,7 @@ class ClassificationDataModule(SkimDataModule):
         validation_split: str = "validation",
         max_seq_length: int = 128,
         padding: str = "dynamic",
+        group_by_length: bool = False,
         batch_size: int = 32,
         eval_batch_size: int = 64,
         num_workers: int = 0,
@@ -143,8 +143,7 @@ class ClassificationDataModule(SkimDataModule):
                 f"ClassificationDataModule serves sequence classification (data.task=cls), got data.task={task!r}"
             )
         self.spec = get_task(name)
-        if padding not in PADDING_POLICIES:
-            raise ConfigError(f"data.padding must be one of {PADDING_POLICIES}, got {padding!r}")
+        self.check_padding(padding, group_by_length)
         if max_seq_length < 8:
             raise ConfigError(f"data.max_seq_length must be at least 8, got {max_seq_length}")
         allowed = [f"val/{m}" for m in self.spec.metric_names] + ["val/loss"]
@@ -161,6 +160,7 @@ class ClassificationDataModule(SkimDataModule):
         self.label_names = list(self.spec.label_names)
         self.max_seq_length = max_seq_length
         self.padding = padding
+        self.group_by_length = group_by_length
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -275,6 +275,7 @@ class ClassificationDataModule(SkimDataModule):
         return {
             "data": self.name,
             "padding": self.padding,
+            "group_by_length": self.group_by_length,
             "max_seq_length": self.max_seq_length,
             "train_examples": len(self.train_features) if self.train_features is not None else None,
             "eval_examples": len(self.eval_examples) if self.eval_examples is not None else 0,

@@ -32,7 +32,6 @@ from skim.models.backbone import build_tokenizer
 log = logging.getLogger(__name__)
 
 FEATURISER_VERSION = "qa-v1"
-PADDING_POLICIES = ("dynamic", "max_length")
 
 
 def _truncate_questions(tokenizer, questions: list[str], max_query_length: int) -> list[str]:
@@ -146,6 +145,7 @@ class QADataModule(SkimDataModule):
         doc_stride: int = 128,
         max_query_length: int = 64,
         padding: str = "dynamic",
+        group_by_length: bool = False,
         batch_size: int = 32,
         eval_batch_size: int = 64,
         num_workers: int = 0,
@@ -157,8 +157,7 @@ class QADataModule(SkimDataModule):
         super().__init__()
         if task != "qa":
             raise ConfigError(f"QADataModule serves extractive QA (data.task=qa), got data.task={task!r}")
-        if padding not in PADDING_POLICIES:
-            raise ConfigError(f"data.padding must be one of {PADDING_POLICIES}, got {padding!r}")
+        self.check_padding(padding, group_by_length)
         if doc_stride >= max_seq_length:
             raise ConfigError(f"data.doc_stride ({doc_stride}) must be smaller than data.max_seq_length ({max_seq_length})")
         self.save_hyperparameters()
@@ -166,6 +165,7 @@ class QADataModule(SkimDataModule):
         self.version_2_with_negative = version_2_with_negative
         self.max_seq_length = max_seq_length
         self.padding = padding
+        self.group_by_length = group_by_length
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -281,6 +281,7 @@ class QADataModule(SkimDataModule):
         return {
             "data": self.hparams.name,
             "padding": self.padding,
+            "group_by_length": self.group_by_length,
             "max_seq_length": self.max_seq_length,
             "doc_stride": self.hparams.doc_stride,
             "train_features": len(self.train_features) if self.train_features is not None else None,

@@ -1,36 +1,79 @@
-"""A training DataLoader that can resume in the middle of an epoch.
+"""Training-order samplers: a function of (seed, epoch) only, so that runs are reproducible and resumable.
 
-Lightning saves the ``state_dict()`` of stateful training loaders in its checkpoints and restores them on resume.
-This loader shuffles with a generator seeded by (seed, epoch), counts the batches the training loop has taken (the
-task module calls ``note_consumed`` when a step starts: the loader itself runs ahead, because Lightning prefetches),
-and on resume skips exactly those, so an interrupted run continues with the batches it would have seen. (With
-several processes Lightning wraps the sampler for DDP and the loader restarts its epoch instead.)
+``EpochSampler`` shuffles, or with ``lengths`` forms length-grouped batches (``data.group_by_length``): features of
+similar length share a batch, so dynamic padding pads little, and the batches come in a shuffled order. The
+grouping is the HF Trainer's (random permutation, mega-batches of up to 50 batches sorted by length); on top of it
+the full batches are shuffled, so that batch length has no trend within an epoch, and a short last batch stays last.
+
+``ResumableDataLoader`` can resume in the middle of an epoch. Lightning saves the ``state_dict()`` of stateful
+training loaders in its checkpoints and restores them on resume. The loader counts the batches the training loop
+has taken (the task module calls ``note_consumed`` when a step starts: the loader itself runs ahead, because
+Lightning prefetches), and on resume skips exactly those, so an interrupted run continues with the batches it would
+have seen. With several processes the loader restarts its epoch instead, and length grouping uses
+``DistributedGroupedSampler``: every rank's batch comes from the same global group of ``world × batch`` features.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
-class EpochShuffleSampler(Sampler[int]):
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
+def length_grouped_order(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[int]:
+    """Indices whose consecutive ``batch_size`` slices hold features of similar length, full batches shuffled."""
+    order = get_length_grouped_indices(list(lengths), batch_size, generator=generator)
+    full = len(order) // batch_size
+    batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(full)]
+    shuffled = [i for b in torch.randperm(full, generator=generator).tolist() for i in batches[b]]
+    return shuffled + order[full * batch_size :]
+
+
+class EpochSampler(Sampler[int]):
+    def __init__(self, n: int, seed: int, lengths: Sequence[int] | None = None, batch_size: int = 1):
+        if lengths is not None and len(lengths) != n:
+            raise ValueError(f"{len(lengths)} lengths for {n} samples")
+        self.n, self.seed, self.lengths, self.batch_size = n, seed, lengths, batch_size
+        self.epoch, self.skip = 0, 0
 
     def __len__(self) -> int:
         # the epoch's full length: Lightning counts the batches a resumed epoch already took itself
         return self.n
 
+    def order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.lengths is None:
+            return torch.randperm(self.n, generator=g).tolist()
+        return length_grouped_order(self.lengths, self.batch_size, g)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order()[self.skip :])
+
+
+class DistributedGroupedSampler(DistributedSampler):
+    """Length-grouped order for DDP. A ``DistributedSampler``, so Lightning keeps it and calls ``set_epoch``.
+
+    Rank r takes every world-th index of the global order, which is grouped in slices of ``world × batch_size``:
+    its k-th batch is drawn from the k-th global group, as every other rank's k-th batch is.
+    """
+
+    def __init__(self, dataset, lengths: Sequence[int], batch_size: int, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed, drop_last=False)
+        self.lengths, self.batch_size = lengths, batch_size
+
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist()[self.skip :])
+        order = length_grouped_order(self.lengths, self.batch_size * self.num_replicas, g)
+        order += order[: self.total_size - len(order)]  # as DistributedSampler: repeat the head to even out ranks
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 class ResumableDataLoader(DataLoader):
-    def __init__(self, dataset, *, batch_size: int, seed: int = 0, **kwargs: Any):
-        self._skim_sampler = EpochShuffleSampler(len(dataset), seed)
+    def __init__(self, dataset, *, batch_size: int, seed: int = 0, lengths: Sequence[int] | None = None, **kwargs: Any):
+        self._skim_sampler = EpochSampler(len(dataset), seed, lengths=lengths, batch_size=batch_size)
         # a private generator: creating an iterator draws a worker base seed, which must not consume the global RNG
         # (dropout, Gumbel noise), or a resumed run would draw different noise from an uninterrupted one
         kwargs.setdefault("generator", torch.Generator().manual_seed(seed))
@@ -64,12 +107,18 @@ class ResumableDataLoader(DataLoader):
         self._resume = dict(state)
 
 
-def resumable_loader(plain: DataLoader) -> ResumableDataLoader:
-    """The same loader (dataset, batch size, collate, workers), shuffled resumably with the current torch seed."""
+def training_seed() -> int:
+    """The seed of the training order: the current torch seed (set by ``seed_everything``)."""
+    return torch.initial_seed() % (2**31)
+
+
+def resumable_loader(plain: DataLoader, lengths: Sequence[int] | None = None) -> ResumableDataLoader:
+    """The same loader (dataset, batch size, collate, workers), in a resumable (optionally length-grouped) order."""
     return ResumableDataLoader(
         plain.dataset,
         batch_size=plain.batch_size,
-        seed=torch.initial_seed() % (2**31),
+        seed=training_seed(),
+        lengths=lengths,
         collate_fn=plain.collate_fn,
         num_workers=plain.num_workers,
         persistent_workers=plain.persistent_workers,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import lightning.pytorch as pl
@@ -128,6 +130,19 @@ class SkimTaskModule(pl.LightningModule):
             total = int(trainer.fast_dev_run)
         return max(total, 1)
 
+    def log_training_step(self, terms: dict[str, torch.Tensor], out: EncoderOutput, batch: dict[str, torch.Tensor]) -> None:
+        """The loss terms, the kept ratio and the strategy's own training diagnostics (``train/skim/*``)."""
+        bs = batch["input_ids"].shape[0]
+        for k, v in terms.items():
+            self.log(f"train/{k}", v, prog_bar=k == "loss", batch_size=bs)
+        if self.strategy.name != "none":
+            kept = out.kept_per_layer.float().sum(1) / out.real_tokens.sum().clamp_min(1)
+            self.log("train/skim/kept_mean", kept.mean(), batch_size=bs)
+            with torch.no_grad():
+                diagnostics = self.strategy.train_diagnostics(out, batch)
+            for k, v in diagnostics.items():
+                self.log(f"train/skim/{k}", v, batch_size=bs)
+
     # ---- skim statistics ---------------------------------------------------------------------------------
     def step_skim_outputs(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Per-example token counts for the skim-ratio and FLOPs callbacks (returned by validation_step)."""
@@ -148,7 +163,15 @@ class SkimTaskModule(pl.LightningModule):
         """Strategy-specific validation statistics (e.g. Block-Skim's block precision/recall), summed over ranks."""
         res: dict[str, float] = {}
         if self.strategy.eval_stat_size():
-            res.update(self.strategy.format_eval_stats(self.strategy_stats.compute()))
+            totals = self.strategy_stats.compute()
+            res.update(self.strategy.format_eval_stats(totals))
+            report = self.strategy.eval_report(totals)
+            if report and not self.trainer.sanity_checking and self.trainer.is_global_zero:
+                out_dir = getattr(self, "output_dir", None) or self.trainer.default_root_dir
+                os.makedirs(out_dir, exist_ok=True)
+                with open(os.path.join(out_dir, "skim_stats.json.tmp"), "w") as f:
+                    json.dump(report, f, indent=1)
+                os.replace(os.path.join(out_dir, "skim_stats.json.tmp"), os.path.join(out_dir, "skim_stats.json"))
         self.strategy_stats.reset()
         return res
 

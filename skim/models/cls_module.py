@@ -82,12 +82,7 @@ class ClassificationModule(SkimTaskModule):
     def training_step(self, batch, batch_idx):
         logits, out = self(batch)
         terms = self._losses(logits, out, batch)
-        bs = batch["input_ids"].shape[0]
-        for k, v in terms.items():
-            self.log(f"train/{k}", v, prog_bar=k == "loss", batch_size=bs)
-        if self.strategy.name != "none":
-            kept = out.kept_per_layer.float().sum(1) / out.real_tokens.sum().clamp_min(1)
-            self.log("train/skim/kept_mean", kept.mean(), batch_size=bs)
+        self.log_training_step(terms, out, batch)
         return terms["loss"]
 
     def validation_step(self, batch, batch_idx):

@@ -73,9 +73,7 @@ class QAModule(SkimTaskModule):
     def training_step(self, batch, batch_idx):
         start, end, out = self(batch)
         terms = self._losses(start, end, out, batch)
-        bs = batch["input_ids"].shape[0]
-        for k, v in terms.items():
-            self.log(f"train/{k}", v, prog_bar=k == "loss", batch_size=bs)
+        self.log_training_step(terms, out, batch)
         return terms["loss"]
 
     # ---- evaluation --------------------------------------------------------------------------------------

@@ -97,6 +97,10 @@ class SkimStrategy(nn.Module):
         """Named loss terms, already weighted, that are added to the task loss."""
         return {}
 
+    def train_diagnostics(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-step scalars logged as ``train/skim/<name>`` while training (no gradients): is the predictor learning?"""
+        return {}
+
     # ---- cost accounting -----------------------------------------------------------------------------------
     #: which live tokens a layer's predictor reads: "before" its layer's decision (Transkimmer) or the tokens that
     #: ran the layer (Block-Skim, "layer")
@@ -117,6 +121,10 @@ class SkimStrategy(nn.Module):
         return None
 
     def format_eval_stats(self, totals: torch.Tensor) -> dict[str, float]:
+        return {}
+
+    def eval_report(self, totals: torch.Tensor) -> dict[str, Any]:
+        """A JSON-able detail of the summed statistics, written to ``<run>/skim_stats.json`` (e.g. histograms)."""
         return {}
 
 

@@ -17,6 +17,7 @@ The predictor reads attention probabilities after dropout (as the original), so 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -180,46 +181,100 @@ class BlockSkim(SkimStrategy):
             batch["start_positions"], batch["end_positions"], length, self.cfg.block_size, self.cfg.min_answer_tokens
         )
 
-    def aux_losses(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _labelled_blocks(self, out: EncoderOutput, batch: dict[str, torch.Tensor]):
+        """(layer, [B, K, 2] logits, [B, K] labels, [B, K] valid) for every layer whose predictor ran."""
         found = out.extras.get("block_logits")
         if not found or "start_positions" not in batch:
+            return []
+        labels_full = self._labels_for(batch, out.final_keep.shape[1])
+        last = labels_full.shape[1] - 1
+        return [(i, logits, labels_full.gather(1, pos_b.clamp_max(last)), valid) for i, (logits, pos_b, valid) in found.items()]
+
+    def aux_losses(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        found = self._labelled_blocks(out, batch)
+        if not found:
             return {}
-        L = out.final_keep.shape[1]
-        labels_full = self._labels_for(batch, L)
-        weight = torch.tensor([1.0, self.cfg.balance_factor], device=labels_full.device)
+        weight = torch.tensor([1.0, self.cfg.balance_factor], device=out.final_keep.device)
         total = 0.0
-        for logits, pos_b, valid in found.values():
-            labels = labels_full.gather(1, pos_b.clamp_max(labels_full.shape[1] - 1))
+        for _i, logits, labels, valid in found:
             if self.cfg.ignore_padding_blocks:
                 labels = labels.masked_fill(~valid, -100)
             # the original: SUM over layers of a class-weighted mean CE
             total = total + F.cross_entropy(logits.float().reshape(-1, 2), labels.reshape(-1), weight=weight, ignore_index=-100)
         return {"skim_loss": self.cfg.skim_factor * total}
 
-    # ---- evaluation: block-classifier precision/recall per layer -----------------------------------------
+    def train_diagnostics(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per layer, on blocks holding real tokens: unweighted CE, mean P(keep) of answer and other blocks, and
+        precision / recall of ``P(keep) >= threshold``: does the predictor separate answer blocks while training?"""
+        res: dict[str, torch.Tensor] = {}
+        for i, logits, labels, valid in self._labelled_blocks(out, batch):
+            logits, labels, pos = logits.float()[valid], labels[valid], labels[valid].bool()
+            p = logits.softmax(-1)[:, 1]
+            pred = p >= self.cfg.threshold
+            res[f"block_ce_layer{i}"] = F.cross_entropy(logits, labels)
+            res[f"block_p_answer_layer{i}"] = p[pos].mean() if pos.any() else p.new_tensor(float("nan"))
+            res[f"block_p_other_layer{i}"] = p[~pos].mean() if (~pos).any() else p.new_tensor(float("nan"))
+            res[f"block_precision_layer{i}"] = (pred & pos).sum() / pred.sum().clamp_min(1)
+            res[f"block_recall_layer{i}"] = (pred & pos).sum() / pos.sum().clamp_min(1)
+        return res
+
+    # ---- evaluation: block-classifier statistics per layer -----------------------------------------------
+    #: P(keep) histogram edges: the ranking quality (AUC) and the kept share at any threshold follow from them
+    P_EDGES = (0.0, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
+    _STATS = 4 + 2 * len(P_EDGES)  # TP, FP, FN, TN, then the histograms of answer and of other blocks
+
     def eval_stat_size(self) -> int:
-        return 4 * self.num_layers  # TP, FP, FN, TN per layer
+        return self._STATS * self.num_layers
 
     def eval_stats(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        found = out.extras.get("block_logits")
-        stats = torch.zeros(4 * self.num_layers, device=out.final_keep.device)
-        if not found or "start_positions" not in batch:
-            return stats
-        labels_full = self._labels_for(batch, out.final_keep.shape[1])
-        for i, (logits, pos_b, valid) in found.items():
-            labels = labels_full.gather(1, pos_b.clamp_max(labels_full.shape[1] - 1)).bool()
-            pred = logits.float().softmax(-1)[..., 1] >= self.cfg.threshold
-            v = valid
-            stats[4 * i + 0] = (pred & labels & v).sum()
-            stats[4 * i + 1] = (pred & ~labels & v).sum()
-            stats[4 * i + 2] = (~pred & labels & v).sum()
-            stats[4 * i + 3] = (~pred & ~labels & v).sum()
+        stats = torch.zeros(self._STATS * self.num_layers, device=out.final_keep.device)
+        edges = torch.tensor(self.P_EDGES, device=stats.device)
+        nb = len(self.P_EDGES)
+        for i, logits, labels, valid in self._labelled_blocks(out, batch):
+            p = logits.float().softmax(-1)[..., 1][valid]
+            labels = labels.bool()[valid]
+            pred = p >= self.cfg.threshold
+            o = self._STATS * i
+            stats[o + 0] = (pred & labels).sum()
+            stats[o + 1] = (pred & ~labels).sum()
+            stats[o + 2] = (~pred & labels).sum()
+            stats[o + 3] = (~pred & ~labels).sum()
+            bins = torch.bucketize(p, edges, right=True) - 1
+            stats[o + 4 : o + 4 + nb] = torch.bincount(bins[labels], minlength=nb)[:nb].float()
+            stats[o + 4 + nb : o + 4 + 2 * nb] = torch.bincount(bins[~labels], minlength=nb)[:nb].float()
         return stats
 
     def format_eval_stats(self, totals: torch.Tensor) -> dict[str, float]:
         res: dict[str, float] = {}
+        nb = len(self.P_EDGES)
         for i in self.skim_layers:
-            tp, fp, fn, _tn = (float(x) for x in totals[4 * i : 4 * i + 4])
+            o = self._STATS * i
+            tp, fp, fn, _tn = (float(x) for x in totals[o : o + 4])
             res[f"block_precision_layer{i}"] = tp / (tp + fp) if tp + fp else 0.0
             res[f"block_recall_layer{i}"] = tp / (tp + fn) if tp + fn else 0.0
+            res[f"block_answer_share_layer{i}"] = (tp + fn) / max(float(totals[o : o + 4].sum()), 1.0)
+            auc = histogram_auc(totals[o + 4 : o + 4 + nb], totals[o + 4 + nb : o + 4 + 2 * nb])
+            if auc is not None:
+                res[f"block_auc_layer{i}"] = auc
         return res
+
+    def eval_report(self, totals: torch.Tensor) -> dict[str, Any]:
+        """Per layer: P(keep) histograms of answer and of other real blocks (bins start at ``P_EDGES``)."""
+        nb = len(self.P_EDGES)
+        out: dict[str, Any] = {"threshold": self.cfg.threshold, "p_edges": list(self.P_EDGES)}
+        for i in self.skim_layers:
+            o = self._STATS * i
+            out[f"layer{i}"] = {
+                "answer": totals[o + 4 : o + 4 + nb].tolist(),
+                "other": totals[o + 4 + nb : o + 4 + 2 * nb].tolist(),
+            }
+        return out
+
+
+def histogram_auc(pos: torch.Tensor, neg: torch.Tensor) -> float | None:
+    """ROC AUC from two histograms over the same ascending bins (ties within a bin count one half)."""
+    pos, neg = pos.double(), neg.double()
+    if pos.sum() == 0 or neg.sum() == 0:
+        return None
+    neg_below = torch.cumsum(neg, 0) - neg
+    return float((pos * (neg_below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
