@@ -56,3 +56,13 @@ def test_classification_eval_one_vs_two_processes(tmp_path):
     keys = [k for k in one if k.startswith(("val/acc", "val/skim/", "val/flops/skim", "val/flops/dense_gflops", "val/flops/speedup"))
             and "padded" not in k]
     _compare(one, two, keys)
+
+
+@pytest.mark.slow
+def test_length_grouped_training_under_ddp(tmp_path):
+    require_shared(SQUAD_DEV)
+    args = [*TINY, "data=squad_local", f"data.train_file={SQUAD_DEV}", f"data.validation_file={SQUAD_DEV}",
+            "data.max_train_samples=48", "data.max_eval_samples=8", "data.batch_size=8", "data.group_by_length=true",
+            "trainer=ddp_cpu", "trainer.max_epochs=2", "final_eval=none"]
+    metrics = _run("train", args, tmp_path, tmp_path / "ddp")
+    assert "val/f1" in metrics

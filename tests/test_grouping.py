@@ -3,6 +3,8 @@ deterministic per (seed, epoch), resumable, and the same global groups on every 
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -38,7 +40,7 @@ def test_grouped_batches_come_in_shuffled_order():
     order = length_grouped_order(lengths, bs, torch.Generator().manual_seed(0))
     longest = [max(lengths[i] for i in order[k : k + bs]) for k in range(0, len(order), bs)]
     # no descending run inside the 50-batch mega-batches (what the HF order alone would give)
-    descents = sum(a > b for a, b in zip(longest, longest[1:]))
+    descents = sum(a > b for a, b in itertools.pairwise(longest))
     assert 0.3 < descents / (len(longest) - 1) < 0.7
 
 
@@ -87,8 +89,8 @@ def test_distributed_ranks_share_global_groups(world):
 
 
 def test_group_by_length_on_real_squad_features(minilm_path, squad_dev, tmp_path):
-    kw = dict(tokenizer=minilm_path, hub_name=None, train_file=str(squad_dev), validation_file=str(squad_dev),
-              cache_dir=str(tmp_path / "cache"), max_train_samples=600, max_eval_samples=8, batch_size=16)
+    kw = {"tokenizer": minilm_path, "hub_name": None, "train_file": str(squad_dev), "validation_file": str(squad_dev),
+          "cache_dir": str(tmp_path / "cache"), "max_train_samples": 600, "max_eval_samples": 8, "batch_size": 16}
     torch.manual_seed(0)
     grouped = QADataModule(group_by_length=True, **kw)
     grouped.setup("fit")

@@ -53,13 +53,15 @@ def _run(tmp, name, extra=(), crash_at=None, monkeypatch=None):
     return None
 
 
-def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_run_root, monkeypatch):
+@pytest.mark.parametrize("grouped", [False, True], ids=["shuffled", "length-grouped"])
+def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_run_root, monkeypatch, grouped):
     require_shared(SQUAD_DEV)
-    full = _run(tmp_run_root, "full")
-    _run(tmp_run_root, "crashed", crash_at=7, monkeypatch=monkeypatch)  # crash after step 7; checkpoint at step 6
+    group = [f"data.group_by_length={str(grouped).lower()}"]
+    full = _run(tmp_run_root, "full", extra=group)
+    _run(tmp_run_root, "crashed", extra=group, crash_at=7, monkeypatch=monkeypatch)  # crash after step 7; checkpoint at step 6
     ckpt = tmp_run_root / "crashed" / "checkpoints" / "step_006.ckpt"
     assert ckpt.exists()
-    resumed = _run(tmp_run_root, "resumed", extra=[f"ckpt_path={ckpt}"])
+    resumed = _run(tmp_run_root, "resumed", extra=[*group, f"ckpt_path={ckpt}"])
     GlobalHydra.instance().clear()
     a = torch.load(tmp_run_root / "full" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(tmp_run_root / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)

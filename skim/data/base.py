@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import datasets
-import pyarrow.compute as pc
 import lightning.pytorch as pl
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 
 from skim.data.resumable import DistributedGroupedSampler, resumable_loader, training_seed
 from skim.data.sampling import eval_sampler
 from skim.errors import ConfigError
-
 
 PADDING_POLICIES = ("dynamic", "max_length")
 

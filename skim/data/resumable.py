@@ -15,8 +15,8 @@ have seen. With several processes the loader restarts its epoch instead, and len
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler

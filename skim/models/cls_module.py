@@ -7,7 +7,6 @@ ones (the DataModule names them), summed across DDP ranks by torchmetrics.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
