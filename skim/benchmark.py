@@ -63,7 +63,8 @@ def build_modules(cfg: DictConfig, datamodule) -> tuple[Any, Any]:
         extra = {"num_labels": datamodule.num_labels, "is_regression": datamodule.is_regression, "metric_names": datamodule.metric_names}
     if cfg.get("ckpt_path"):
         cls = get_class(cfg.module._target_)
-        skim_mod = cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True)
+        kwargs = {} if cfg.get("use_checkpoint_skim", False) else {"skim": OmegaConf.to_container(cfg.skim, resolve=True)}
+        skim_mod = cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True, **kwargs)
     else:
         skim_mod = instantiate(cfg.module, **extra)
     dense_cfg = copy.deepcopy(OmegaConf.to_container(cfg.module, resolve=True))
@@ -269,4 +270,12 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from skim.eval import run_overrides_for
+
+    extra = run_overrides_for(sys.argv[1:])
+    if extra:
+        print("skim.benchmark: using the training run's overrides: " + " ".join(extra), file=sys.stderr)
+        sys.argv[1:1] = extra
     main()

@@ -67,6 +67,16 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+#: overrides that tell the points of one sweep apart on a plot
+POINT_KEYS = ("skim.threshold", "skim.skim_coefficient", "skim.keep_ratio")
+
+
+def point_label(row: dict[str, Any]) -> str:
+    """The swept setting of a row (e.g. ``threshold=0.3``), from its overrides."""
+    found = [o.split("=", 1) for o in row.get("overrides", []) if "=" in o and o.split("=", 1)[0].lstrip("+") in POINT_KEYS]
+    return " ".join(f"{k.lstrip('+').split('.')[-1]}={v}" for k, v in found)
+
+
 def pareto_plot(rows: list[dict[str, Any]], path: str | Path, accuracy: str, speed: str = "val/flops/speedup") -> Path:
     """Accuracy vs speed-up scatter, one colour per strategy, Pareto front drawn; written as PNG."""
     import matplotlib
@@ -81,7 +91,12 @@ def pareto_plot(rows: list[dict[str, Any]], path: str | Path, accuracy: str, spe
     for name in sorted({str(r.get("skim")) for _, _, r in pts}):
         xs = [x for x, _, r in pts if str(r.get("skim")) == name]
         ys = [y for _, y, r in pts if str(r.get("skim")) == name]
-        ax.scatter(xs, ys, label=name, s=30)
+        dense = name == "none"
+        ax.scatter(xs, ys, label="dense" if dense else name, s=120 if dense else 30, marker="*" if dense else "o", zorder=3)
+    for x, y, r in pts:
+        label = point_label(r)
+        if label:
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     front = pareto_front([(x, y) for x, y, _ in pts])
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
     ax.set_xlabel(f"speed-up ({speed})")

@@ -68,3 +68,11 @@ def test_report_table_and_pareto_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = md.read_text()
     assert "blockskim" in table and "1.00 0.40" in table
+
+
+def test_point_labels_name_the_swept_setting():
+    from skim.report import point_label
+
+    assert point_label({"overrides": ["experiment=x", "skim.threshold=0.3"]}) == "threshold=0.3"
+    assert point_label({"overrides": ["+skim.skim_coefficient=0.5"]}) == "skim_coefficient=0.5"
+    assert point_label({"overrides": ["data=squad"]}) == ""

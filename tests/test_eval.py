@@ -83,3 +83,21 @@ def test_same_seed_deterministic_runs_give_identical_metrics(tmp_run_root):
     GlobalHydra.instance().clear()
     assert results[0] == results[1]
     assert results[0]["val/loss"] > 0
+
+
+def test_benchmark_a_checkpoint_with_its_runs_config_and_another_threshold(trained_run):
+    root = trained_run
+    ckpt = root / "train" / "checkpoints" / "last.ckpt"
+    kept = {}
+    for thr in ("0.0", "1.0"):
+        out = root / f"bench{thr}"
+        res = run_cli(["-m", "skim.benchmark", f"ckpt_path={ckpt}", f"skim.threshold={thr}", "batch_sizes=[4]", "dtypes=[fp32]",
+                       "num_batches=2", "warmup=0", "progress_bar=false", f"hydra.run.dir={out}"], cwd=root, env_extra=_env(root))
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "using the training run's overrides" in res.stderr
+        report = json.loads((out / "benchmark.json").read_text())
+        assert report["skim"]["name"] == "blockskim_fixed" or report["skim"]["min_answer_tokens"] == 1
+        assert report["skim"]["threshold"] == float(thr)
+        kept[thr] = report["results"][0]["kept_ratio_per_layer"]
+    assert kept["0.0"] == [1.0, 1.0]
+    assert kept["1.0"][1] < 1.0  # threshold 1: only the protected [CLS]/question blocks survive layer 0
