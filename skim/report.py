@@ -1,7 +1,7 @@
 """``python -m skim.report``: turn result rows (one JSON line per finished job) into a markdown table.
 
     python -m skim.report                          # every row of logs/results.jsonl
-    python -m skim.report --under logs/quickstart/multiruns/2026-...   # the jobs of one sweep
+    python -m skim.report --under logs/quickstart/multiruns/2026-...   # the jobs of one sweep (several folders: all of them)
     python -m skim.report --metrics val/em val/f1 val/skim/kept_mean
 """
 
@@ -16,10 +16,11 @@ from typing import Any
 DEFAULT_METRICS = ("val/em", "val/f1", "val/acc", "val/skim/kept_mean", "val/flops/speedup", "val/flops/speedup_vs_padded")
 
 
-def load_rows(path: str | Path, under: str | None = None) -> list[dict[str, Any]]:
+def load_rows(path: str | Path, under: str | list[str] | None = None) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"skim.report: no results file at {p}")
+    folders = [under] if isinstance(under, str) else list(under or [])
     rows = []
     for n, line in enumerate(p.read_text().splitlines(), 1):
         if not line.strip():
@@ -28,7 +29,7 @@ def load_rows(path: str | Path, under: str | None = None) -> list[dict[str, Any]
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise SystemExit(f"skim.report: {p}:{n}: not a JSON line ({err.msg})") from None
-        if under and not str(Path(row.get("run_dir", "")).resolve()).startswith(str(Path(under).resolve())):
+        if under and not any(str(Path(row.get("run_dir", "")).resolve()).startswith(str(Path(u).resolve())) for u in folders):
             continue
         rows.append(row)
     return rows
@@ -114,7 +115,7 @@ def pareto_plot(rows: list[dict[str, Any]], path: str | Path, accuracy: str, spe
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m skim.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--file", default=None, help="results file (default: <repo>/logs/results.jsonl)")
-    ap.add_argument("--under", default=None, help="only rows whose run directory lies under this folder (a sweep)")
+    ap.add_argument("--under", nargs="*", default=None, help="only rows whose run directory lies under one of these folders (a sweep, a run)")
     ap.add_argument("--metrics", nargs="*", default=list(DEFAULT_METRICS))
     ap.add_argument("--output", default=None, help="also write the markdown table to this file")
     ap.add_argument("--plot", default=None, help="write an accuracy-vs-speed-up Pareto plot (PNG) here")

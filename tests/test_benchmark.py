@@ -68,6 +68,9 @@ def test_report_table_and_pareto_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = md.read_text()
     assert "blockskim" in table and "1.00 0.40" in table
+    # several --under folders: the rows of all of them (e.g. a sweep and its dense reference run)
+    assert main(["--file", str(f), "--under", "/r/0", "/r/2", "--output", str(md)]) == 0
+    assert [ln.split(" | ")[0] for ln in md.read_text().splitlines()[2:]] == ["| 0", "| 2"]
 
 
 def test_point_labels_name_the_swept_setting():
