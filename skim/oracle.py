@@ -94,7 +94,7 @@ def oracle_report(features, shapes: dict[str, EncoderShape], max_len: int, block
 
 def to_markdown(report: dict, max_len: int) -> str:
     lines = [f"# Block-skim oracle (max_seq_length {max_len})", "", "| label statistic | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4g} |" for k, v in report["labels"].items()]
+    lines += [f"| {k} | {v} |" if isinstance(v, int) else f"| {k} | {v:.4f} |" for k, v in report["labels"].items()]
     lines += ["", "| shape | oracle | analytic encoder speed-up |", "|---|---|---|"]
     for name, res in report["speedups"].items():
         lines += [f"| {name} | {k} | {v:.2f}x |" for k, v in res.items()]
