@@ -58,7 +58,7 @@ def train(cfg: DictConfig) -> dict:
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
     add_objective(cfg, metrics)
     data_info = datamodule.describe() if hasattr(datamodule, "describe") else {}
-    record = run_record(cfg, metrics, {"data_info": data_info, "padding": data_info.get("padding")})
+    record = run_record(cfg, metrics, {"data_info": data_info, "padding": data_info.get("padding"), "timing": fit_timing(trainer)})
     if metrics and not trainer.fast_dev_run:
         if trainer.is_global_zero:
             write_json(out_dir / "metrics.json", record)
@@ -66,6 +66,19 @@ def train(cfg: DictConfig) -> dict:
                 append_result(cfg.results_file, record)
         print_summary(f"{cfg.task_name} {cfg.skim.name}", metrics)
     return metrics
+
+
+def fit_timing(trainer) -> dict[str, float]:
+    """Seconds of the fit (its validations included; accumulated over resumes) and of the last validation."""
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is None or timer.start_time("train") is None:
+        return {}
+    out = {"fit_s": round(timer.time_elapsed("train"), 1)}
+    if timer.start_time("validate") is not None:
+        out["last_validation_s"] = round(timer.time_elapsed("validate"), 1)
+    return out
 
 
 def reuse_wandb_run(cfg: DictConfig) -> None:

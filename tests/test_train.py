@@ -53,6 +53,8 @@ def test_train_on_a_real_squad_slice(skim, tmp_run_root):
     record = json.loads((out / "metrics.json").read_text())
     assert record["padding"] == "dynamic" and record["skim"] == skim
     assert record["data_info"]["eval_examples"] == 64
+    # wall-clock of the fit, its final validation inside it
+    assert 0 < record["timing"]["last_validation_s"] < record["timing"]["fit_s"]
     rows = list(csv.DictReader(open(out / "csv" / "metrics.csv")))
     assert any(r.get("val/f1") for r in rows)
     results = (tmp_run_root / "logs" / "results.jsonl").read_text().splitlines()
@@ -61,7 +63,11 @@ def test_train_on_a_real_squad_slice(skim, tmp_run_root):
     assert ckpts
     assert metrics["val/flops/dense_gflops"] <= metrics["val/flops/dense_padded_gflops"]
     if skim == "blockskim":
-        assert "val/skim/block_recall_layer0" in metrics
+        assert "val/skim/block_recall_layer0" in metrics and "val/skim/block_auc_layer0" in metrics
+        stats = json.loads((out / "skim_stats.json").read_text())
+        answer, other = sum(stats["layer0"]["answer"]), sum(stats["layer0"]["other"])
+        assert len(stats["layer0"]["answer"]) == len(stats["p_edges"]) and answer > 0 and other > 0
+        assert answer / (answer + other) == pytest.approx(metrics["val/skim/block_answer_share_layer0"])
         assert 0.0 <= metrics["val/skim/kept_layer1"] <= 1.0
         # the predictors' cost is counted: with little skimming, skim FLOPs can exceed dense ones
         assert metrics["val/flops/skim_gflops"] > 0
