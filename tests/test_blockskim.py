@@ -235,3 +235,63 @@ def test_block_statistics_count_every_real_block_once():
     diag = strat.train_diagnostics(out, batch)
     assert set(diag) >= {"block_ce_layer0", "block_p_answer_layer0", "block_p_other_layer0", "block_recall_layer2"}
     assert all(torch.isfinite(v) for v in diag.values())
+
+
+def _fused_and_eager(seed: int = 0):
+    """The same Block-Skim encoder with HF eager attention (reference) and with the strategy's fused attention."""
+    from skim.strategies.blockskim import ATTN_NAME
+
+    ref = _blockskim_encoder(seed)
+    fused = SkimEncoder(tiny_bert(ATTN_NAME, seed=seed), build_strategy({"name": "blockskim", "threshold": 0.0})).eval()
+    fused.load_state_dict(ref.state_dict())
+    fused.strategy.cfg.threshold = ref.strategy.cfg.threshold
+    assert fused.attn_implementation == ATTN_NAME and ref.attn_implementation == "eager"
+    return ref, fused
+
+
+@pytest.mark.parametrize("mode", ["mask", "prune"])
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_fused_diagonal_blocks_equal_eager_ones(mode, batch_size):
+    ref, fused = _fused_and_eager()
+    ids, mask = ragged_batch(batch_size, 150, min_len=40, seed=7)
+    with torch.no_grad():
+        a, b = ref(ids, mask, mode=mode), fused(ids, mask, mode=mode)
+    assert a.kept_per_layer.tolist() == b.kept_per_layer.tolist()
+    if batch_size > 1:  # a real decision: some blocks go after layer 0, not all
+        assert 0 < int(b.kept_per_layer[1].sum()) < int(b.kept_per_layer[0].sum())
+    torch.testing.assert_close(b.last_hidden_state, a.last_hidden_state, atol=2e-5, rtol=1e-4)
+    for i, (logits, _, valid) in a.extras["block_logits"].items():
+        torch.testing.assert_close(b.extras["block_logits"][i][0][valid], logits[valid], atol=2e-5, rtol=1e-4)
+
+
+def test_fused_path_never_builds_full_probabilities():
+    from skim.strategies.blockskim import blockskim_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 70, 8) for _ in range(3))
+    alive = torch.ones(2, 1, 1, 70, dtype=torch.bool)
+    alive[1, ..., 50:] = False
+    module = torch.nn.Module().eval()
+    with torch.no_grad():
+        out, blocks = blockskim_attention(module, q, k, v, alive, scaling=0.35, skim_block_size=32)
+    probs = ((q @ k.transpose(-1, -2)) * 0.35).masked_fill(~alive, torch.finfo(q.dtype).min).softmax(-1)
+    torch.testing.assert_close(out, (probs @ v).transpose(1, 2), atol=1e-6, rtol=1e-5)
+    from skim.strategies.blockskim import diagonal_blocks
+
+    assert blocks.shape == (2, 3, 4, 32, 32)
+    torch.testing.assert_close(diagonal_blocks(blocks, alive[:, 0, 0], 32), diagonal_blocks(probs, alive[:, 0, 0], 32), atol=1e-6, rtol=1e-5)
+
+
+def test_fused_training_path_is_eager_with_gradients():
+    ref, fused = _fused_and_eager()
+    ref.train(), fused.train()
+    ids, mask = ragged_batch(4, 100, min_len=40, seed=3)
+    torch.manual_seed(5)
+    a = ref(ids, mask, mode="mask")
+    torch.manual_seed(5)
+    b = fused(ids, mask, mode="mask")
+    for i, (logits, _, _) in a.extras["block_logits"].items():
+        torch.testing.assert_close(b.extras["block_logits"][i][0], logits, atol=1e-5, rtol=1e-4)
+    b.extras["block_logits"][1][0].sum().backward()
+    # the block loss reaches the backbone through the attention probabilities
+    assert fused.backbone.encoder.layer[1].attention.self.query.weight.grad.abs().sum() > 0

@@ -11,7 +11,11 @@ Faithful defaults; the original code's quirks are flags:
   in the batch); False (default) lets every example keep exactly its own blocks.
 * ``ignore_padding_blocks`` – the original computes the block loss over every block of the padded input.
 
-The predictor reads attention probabilities after dropout (as the original), so it needs eager attention.
+The predictor reads attention probabilities after dropout (as the original). Training computes them with eager
+attention inside the strategy's attention function; inference never materialises the [n, n] probabilities: fused
+attention returns each row's log-sum-exp, and only the diagonal blocks are computed, as
+``exp(Q_b K_b^T * scale + mask_b - lse_b)`` (O(n * bs * d) per head instead of O(n^2 * d)). Layers without a predictor
+run plain SDPA. ``model.attn_implementation=eager`` keeps HF's eager attention everywhere (the reference).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
 from skim.errors import ConfigError
@@ -71,22 +77,74 @@ class BlockPredictor(nn.Module):
         return self.fc(x.flatten(1))
 
 
+ATTN_NAME = "skim_blockskim"
+
+
 def diagonal_blocks(probs: torch.Tensor, alive: torch.Tensor, block_size: int) -> torch.Tensor:
-    """[B, H, n, n] attention probabilities -> [B, K, H, bs, bs] diagonal blocks (K = ceil(n / bs)).
+    """[B, H, n, n] attention probabilities (or their [B, K, H, bs, bs] diagonal blocks already) -> the [B, K, H, bs, bs]
+    diagonal blocks (K = ceil(n / bs)).
 
     Rows and columns of dead tokens (padding, skimmed) are zeroed and a ragged last block is zero-padded, so a
     block's input is the same whether its sequence was masked (full length) or packed (prune mode).
     """
-    B, H, n, _ = probs.shape
+    B, n = alive.shape
     K = -(-n // block_size)
-    live = alive.to(probs.dtype)
-    probs = probs * live[:, None, :, None] * live[:, None, None, :]
     pad = K * block_size - n
-    if pad:
-        probs = F.pad(probs, (0, pad, 0, pad))
-    x = probs.view(B, H, K, block_size, K, block_size)
-    x = torch.diagonal(x, dim1=2, dim2=4)  # [B, H, bs, bs, K]
-    return x.permute(0, 4, 1, 2, 3)
+    live = F.pad(alive, (0, pad)).view(B, K, 1, block_size).to(probs.dtype)
+    if probs.dim() == 4:
+        if pad:
+            probs = F.pad(probs, (0, pad, 0, pad))
+        x = probs.view(B, probs.shape[1], K, block_size, K, block_size)
+        probs = torch.diagonal(x, dim1=2, dim2=4).permute(0, 4, 1, 2, 3)  # [B, K, H, bs, bs]
+    return probs * live[..., :, None] * live[..., None, :]
+
+
+def _fused_attention_with_lse(query, key, value, additive_mask, scaling):
+    """SDPA output [B, H, n, d] and each query's log-sum-exp over the keys [B, H, n]."""
+    if query.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, 0.0, False, attn_mask=additive_mask, scale=scaling
+        )
+        return out, lse
+    # elsewhere: SDPA for the output; the row log-sum-exp from the scores (exact; not yet the CUDA kernels' own lse)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=additive_mask, scale=scaling)
+    lse = torch.logsumexp(torch.matmul(query, key.transpose(-1, -2)) * scaling + additive_mask, dim=-1)
+    return out, lse
+
+
+def blockskim_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention that also returns the diagonal ``skim_block_size`` blocks of the probabilities ([B, K, H, bs, bs]).
+
+    Without ``skim_block_size`` it is plain SDPA. In training the blocks come from eager attention after dropout
+    (gradients reach the backbone through them, as in the original); otherwise from the fused kernel's log-sum-exp.
+    ``attention_mask`` is the encoder's [B, 1, 1, n] bool key mask.
+    """
+    bs = kwargs.pop("skim_block_size", None)
+    if bs is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    additive = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+        ~attention_mask, torch.finfo(query.dtype).min
+    )
+    B, H, n, d = query.shape
+    if module.training or torch.is_grad_enabled():
+        probs = (torch.matmul(query, key.transpose(-1, -2)) * scaling + additive).softmax(-1)
+        probs = F.dropout(probs, p=dropout, training=module.training)
+        out = torch.matmul(probs, value).transpose(1, 2).contiguous()
+        return out, diagonal_blocks(probs, attention_mask[:, 0, 0, :], bs)
+    out, lse = _fused_attention_with_lse(query, key, value, additive, scaling)
+    K = -(-n // bs)
+    pad = K * bs - n
+    qb = F.pad(query, (0, 0, 0, pad)).view(B, H, K, bs, d)
+    kb = F.pad(key, (0, 0, 0, pad)).view(B, H, K, bs, d)
+    scores = torch.matmul(qb, kb.transpose(-1, -2)) * scaling  # [B, H, K, bs, bs]
+    scores = scores + F.pad(additive[:, :, 0, :], (0, pad), value=torch.finfo(query.dtype).min).view(B, 1, K, 1, bs)
+    blocks = torch.exp(scores - F.pad(lse, (0, pad)).view(B, H, K, bs, 1))
+    return out.transpose(1, 2).contiguous(), blocks.permute(0, 2, 1, 3, 4)
+
+
+AttentionInterface.register(ATTN_NAME, blockskim_attention)
 
 
 def block_labels(
@@ -106,6 +164,7 @@ class BlockSkim(SkimStrategy):
     config_class = BlockSkimConfig
     supported_tasks = ("qa",)
     requires_attention_probs = True
+    attn_implementation = ATTN_NAME
 
     def __init__(self, cfg: BlockSkimConfig):
         super().__init__(cfg)
@@ -124,8 +183,18 @@ class BlockSkim(SkimStrategy):
         for i in self.skim_layers:
             self.predictors[str(i)] = BlockPredictor(heads, self.cfg.block_size)
 
+    @classmethod
+    def check_compatible(cls, task: str, attn_implementation: str) -> None:
+        if attn_implementation == ATTN_NAME:
+            attn_implementation = "auto"
+        super().check_compatible(task, attn_implementation)
+
     def needs_attention_probs(self, layer: int) -> bool:
         return layer in self.skim_layers
+
+    def layer_kwargs(self, state: SkimState) -> dict[str, Any]:
+        # read by blockskim_attention (ignored by HF's eager attention, which returns the full probabilities)
+        return {"skim_block_size": self.cfg.block_size} if state.layer in self.skim_layers else {}
 
     def _skimming(self) -> bool:
         return (not self.training) or self.cfg.skim_in_training
