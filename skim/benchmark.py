@@ -272,10 +272,7 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     import sys
 
-    from skim.eval import run_overrides_for
+    from skim.eval import with_run_overrides
 
-    extra = run_overrides_for(sys.argv[1:])
-    if extra:
-        print("skim.benchmark: using the training run's overrides: " + " ".join(extra), file=sys.stderr)
-        sys.argv[1:1] = extra
+    sys.argv[1:] = with_run_overrides(sys.argv[1:], "skim.benchmark")
     main()

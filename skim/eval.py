@@ -10,6 +10,7 @@ config decides how skimming runs at evaluation (``use_checkpoint_skim=true``: ex
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -111,11 +112,17 @@ def main(cfg: DictConfig) -> float | None:
     return float(value) if value is not None else None
 
 
-if __name__ == "__main__":
-    import sys
+def with_run_overrides(argv: list[str], prog: str) -> list[str]:
+    """``argv`` with the saved overrides of the checkpoint's run put before the first override given (Hydra's parser
+    takes overrides as one positional list: they must not be split by flags such as ``-m``)."""
+    extra = run_overrides_for(argv)
+    if not extra:
+        return argv
+    print(f"{prog}: using the training run's overrides: " + " ".join(extra), file=sys.stderr)
+    at = next((i for i, a in enumerate(argv) if "=" in a and not a.startswith("-")), len(argv))
+    return [*argv[:at], *extra, *argv[at:]]
 
-    extra = run_overrides_for(sys.argv[1:])
-    if extra:
-        print("skim.eval: using the training run's overrides: " + " ".join(extra), file=sys.stderr)
-        sys.argv[1:1] = extra
+
+if __name__ == "__main__":
+    sys.argv[1:] = with_run_overrides(sys.argv[1:], "skim.eval")
     main()
