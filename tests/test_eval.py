@@ -101,3 +101,18 @@ def test_benchmark_a_checkpoint_with_its_runs_config_and_another_threshold(train
         kept[thr] = report["results"][0]["kept_ratio_per_layer"]
     assert kept["0.0"] == [1.0, 1.0]
     assert kept["1.0"][1] < 1.0  # threshold 1: only the protected [CLS]/question blocks survive layer 0
+
+
+def test_run_overrides_go_before_the_first_given_override(tmp_path):
+    from skim.eval import with_run_overrides
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=cpu_squad_minilm_blockskim\n- skim.threshold=0.2\n- trainer=cpu\n")
+    ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    # a multirun: Hydra's parser takes the overrides as one positional list after the flags
+    assert with_run_overrides(["-m", ckpt, "skim.threshold=0.1,0.5"], "skim.eval") == [
+        "-m", "experiment=cpu_squad_minilm_blockskim", ckpt, "skim.threshold=0.1,0.5"]
+    assert with_run_overrides([ckpt, "--cfg", "job"], "skim.eval")[:2] == ["experiment=cpu_squad_minilm_blockskim", ckpt]
+    assert with_run_overrides(["skim.threshold=0.1"], "skim.eval") == ["skim.threshold=0.1"]  # no checkpoint: nothing added
