@@ -114,5 +114,7 @@ def test_run_overrides_go_before_the_first_given_override(tmp_path):
     # a multirun: Hydra's parser takes the overrides as one positional list after the flags
     assert with_run_overrides(["-m", ckpt, "skim.threshold=0.1,0.5"], "skim.eval") == [
         "-m", "experiment=cpu_squad_minilm_blockskim", ckpt, "skim.threshold=0.1,0.5"]
-    assert with_run_overrides([ckpt, "--cfg", "job"], "skim.eval")[:2] == ["experiment=cpu_squad_minilm_blockskim", ckpt]
+    # the run's skim.threshold applies when none is given; trainer settings never carry over
+    assert with_run_overrides([ckpt, "--cfg", "job"], "skim.eval") == [
+        "experiment=cpu_squad_minilm_blockskim", "skim.threshold=0.2", ckpt, "--cfg", "job"]
     assert with_run_overrides(["skim.threshold=0.1"], "skim.eval") == ["skim.threshold=0.1"]  # no checkpoint: nothing added
