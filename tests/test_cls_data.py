@@ -163,7 +163,7 @@ def test_local_config_batches(name, minilm_path, tmp_path, clean_hydra):
     assert val["example_index"].tolist() == list(range(len(val["labels"])))  # not shuffled
     assert val["labels"].tolist() == pytest.approx(dm.eval_examples["label"][: len(val["labels"])])
     assert dm.describe() == {
-        "data": name, "padding": "dynamic", "max_seq_length": spec.max_seq_length,
+        "data": name, "padding": "dynamic", "group_by_length": False, "max_seq_length": spec.max_seq_length,
         "train_examples": 64 if train else None, "eval_examples": 64,
     }
     if name == "20news":
