@@ -65,6 +65,7 @@ def build_modules(cfg: DictConfig, datamodule) -> tuple[Any, Any]:
         cls = get_class(cfg.module._target_)
         kwargs = {} if cfg.get("use_checkpoint_skim", False) else {"skim": OmegaConf.to_container(cfg.skim, resolve=True)}
         skim_mod = cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True, **kwargs)
+        skim_mod.use_attn_implementation(cfg.model.get("attn_implementation", "auto"))
     else:
         skim_mod = instantiate(cfg.module, **extra)
     dense_cfg = copy.deepcopy(OmegaConf.to_container(cfg.module, resolve=True))

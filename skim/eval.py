@@ -45,10 +45,12 @@ def load_module(cfg: DictConfig):
     kwargs["output_dir"] = cfg.paths.output_dir
     try:
         # weights_only: checkpoints hold plain containers only (configs are converted with _convert_: all)
-        return cls.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True, **kwargs)
+        module = cls.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True, **kwargs)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"ckpt_path {ckpt}: cannot load this checkpoint into {cls.__name__} ({first[:300]})") from err
+    module.use_attn_implementation(cfg.model.get("attn_implementation", "auto"))
+    return module
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -15,7 +15,6 @@ directory:
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import hydra
@@ -28,7 +27,6 @@ from skim.metrics.flops import EncoderShape, layer_macs
 from skim.utils.config_store import register_configs
 from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_json
 
-log = logging.getLogger("skim.oracle")
 register_configs()
 
 
@@ -67,15 +65,15 @@ def oracle_report(features, shapes: dict[str, EncoderShape], max_len: int, block
         labels[f"positive_share_of_real_blocks_rule{rule}"] = sum(int((b["answer"] >= rule).sum()) for b in blocks) / real_blocks
     labels["protected_share_of_real_blocks"] = sum(int(b["protect"].sum()) for b in blocks) / real_blocks
 
+    real_n = torch.tensor([float(b["real"].sum()) for b in blocks])
+    answer_n = torch.tensor([float(b["real"][b["protect"] | (b["answer"] > 0)].sum()) for b in blocks])
+    # the original skims whole blocks: a kept ragged last block still carries its padding
+    block_n = torch.tensor([float(block_size * int((b["real"] > 0).sum())) for b in blocks]).clamp(max=max_len)
+    padded_n = torch.full_like(real_n, float(max_len))
     speedups: dict[str, dict[str, float]] = {}
     for name, shape in shapes.items():
         L = shape.layers
-        real_n = torch.tensor([float(b["real"].sum()) for b in blocks])
-        answer_n = torch.tensor([float(b["real"][b["protect"] | (b["answer"] > 0)].sum()) for b in blocks])
-        # the original skims whole blocks: a kept ragged last block still carries its padding
-        block_n = torch.tensor([float(block_size * int((b["real"] > 0).sum())) for b in blocks]).clamp(max=max_len)
         dense_dyn = L * layer_macs(real_n, shape).sum()
-        padded_n = torch.full_like(real_n, float(max_len))
         dense_pad = L * layer_macs(padded_n, shape).sum()
         res = {}
         for k in after:

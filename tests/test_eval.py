@@ -118,3 +118,17 @@ def test_run_overrides_go_before_the_first_given_override(tmp_path):
     assert with_run_overrides([ckpt, "--cfg", "job"], "skim.eval") == [
         "experiment=cpu_squad_minilm_blockskim", "skim.threshold=0.2", ckpt, "--cfg", "job"]
     assert with_run_overrides(["skim.threshold=0.1"], "skim.eval") == ["skim.threshold=0.1"]  # no checkpoint: nothing added
+
+
+def test_checkpoint_runs_with_the_requested_attention(trained_run):
+    root = trained_run
+    ckpt = root / "train" / "checkpoints" / "last.ckpt"
+    args = ["-m", "skim.benchmark", f"ckpt_path={ckpt}", "batch_sizes=[4]", "dtypes=[fp32]", "num_batches=1", "warmup=0",
+            "progress_bar=false"]
+    res = run_cli([*args, "model.attn_implementation=eager", f"hydra.run.dir={root / 'bench_eager'}"], cwd=root, env_extra=_env(root))
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((root / "bench_eager" / "benchmark.json").read_text())
+    assert report["results"][0]["skim"]["attn"] == "eager"  # the override reaches a model loaded from a checkpoint
+    res = run_cli([*args, "model.attn_implementation=sdpa", f"hydra.run.dir={root / 'bench_sdpa'}"], cwd=root, env_extra=_env(root))
+    assert res.returncode != 0
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("skim: error:") and "attn_implementation" in ln]

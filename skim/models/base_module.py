@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -14,6 +13,7 @@ from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder
 from skim.metrics.counts import SumVector
 from skim.models.backbone import build_backbone, resolve_attn_implementation
 from skim.strategies.base import build_strategy
+from skim.utils.run import write_json
 
 
 def _plain(cfg: Any) -> Any:
@@ -64,6 +64,15 @@ class SkimTaskModule(pl.LightningModule):
                 f"model.init_checkpoint {path} does not match this model: missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
         self._initialised_from = path
+
+    def use_attn_implementation(self, requested: str) -> None:
+        """Run a loaded model with another attention implementation (e.g. ``eager`` as the reference), checked as at
+        construction; ``auto`` keeps what the model was built with."""
+        if requested == "auto":
+            return
+        self.strategy.check_compatible(self.task, requested)
+        impl = resolve_attn_implementation(requested, self.strategy.requires_attention_probs, self.strategy.attn_implementation)
+        self.encoder.backbone.config._attn_implementation = impl
 
     @property
     def strategy(self):
@@ -168,10 +177,7 @@ class SkimTaskModule(pl.LightningModule):
             report = self.strategy.eval_report(totals)
             if report and not self.trainer.sanity_checking and self.trainer.is_global_zero:
                 out_dir = getattr(self, "output_dir", None) or self.trainer.default_root_dir
-                os.makedirs(out_dir, exist_ok=True)
-                with open(os.path.join(out_dir, "skim_stats.json.tmp"), "w") as f:
-                    json.dump(report, f, indent=1)
-                os.replace(os.path.join(out_dir, "skim_stats.json.tmp"), os.path.join(out_dir, "skim_stats.json"))
+                write_json(os.path.join(out_dir, "skim_stats.json"), report)
         self.strategy_stats.reset()
         return res
 
