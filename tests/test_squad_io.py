@@ -262,9 +262,12 @@ def test_unanswerable_handling(tmp_path: Path) -> None:
     doc = _squad_doc(qas=[{"id": "u", "question": "Why?", "answers": []}])
     p = _write_json(tmp_path / "noans.json", doc)
     assert read_squad_file(p)["is_impossible"] == [False]  # allowed unless required
-    _raises(p, "'u'", "no answers", require_answers=True)
+    _raises(p, "'u'", "no answers", "data=squad_v2", require_answers=True)
     doc = _squad_doc(qas=[{"id": "v2", "question": "Why?", "answers": [], "is_impossible": True}])
-    assert read_squad_file(_write_json(tmp_path / "v2.json", doc), require_answers=True)["is_impossible"] == [True]
+    v2 = _write_json(tmp_path / "v2.json", doc)
+    assert read_squad_file(v2)["is_impossible"] == [True]
+    # SQuAD v1.1 scores every question against its answers: unanswerable ones are refused, flagged or not
+    _raises(v2, "'v2'", "is_impossible is true", "data=squad_v2", require_answers=True)
     doc = _squad_doc(
         qas=[{"id": "x", "question": "Why?", "is_impossible": True, "answers": [{"text": "Paris", "answer_start": 0}]}]
     )

@@ -2,12 +2,16 @@
 
 A subclass provides ``train_features``, ``eval_dataset``, ``tokenizer``, ``padding``, ``max_seq_length``,
 ``batch_size``, ``eval_batch_size``, ``num_workers``, ``group_by_length``, the ``loader_columns`` it feeds and
-``collate_fn(pad_to)``, and calls ``check_padding`` in its constructor.
+``collate_fn(pad_to)``, and calls ``check_types`` and ``check_padding`` in its constructor.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import datasets
 import lightning.pytorch as pl
@@ -18,13 +22,45 @@ from torch.utils.data import DataLoader
 from skim.data.resumable import DistributedGroupedSampler, resumable_loader, training_seed
 from skim.data.sampling import eval_sampler
 from skim.errors import ConfigError
+from skim.utils.resolvers import skim_root
 
 PADDING_POLICIES = ("dynamic", "max_length")
+# sizes that must be at least 1 (a zero batch or sample count fails later, far from the option)
+POSITIVE_OPTIONS = ("max_seq_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples")
+_TYPE_NAMES = {int: "an integer", bool: "true or false", str: "a string", dict: "a mapping", type(None): "null"}
+
+
+def _is_instance(value: Any, t: type) -> bool:
+    # bool is an int subclass: data.batch_size=true is not a size
+    return isinstance(value, t) and not (t is int and isinstance(value, bool))
+
+
+def local_config(name: str) -> str | None:
+    """``<name>_local`` when conf/data has it (the copies in ../shared/data): what offline users can switch to."""
+    local = f"{name}_local"
+    return local if (Path(skim_root()) / "conf" / "data" / f"{local}.yaml").exists() else None
 
 
 class SkimDataModule(pl.LightningDataModule):
     loader_columns: tuple[str, ...] = ()
     group_by_length: bool = False
+
+    def check_types(self, options: dict[str, Any]) -> None:
+        """Check each constructor argument against its annotation, before any data is read.
+
+        Hydra hands command-line values over as parsed (``data.batch_size=abc`` is the string ``'abc'``), so a wrong
+        type would otherwise fail far from the option, in a data loader or a format string.
+        """
+        for name, hint in typing.get_type_hints(type(self).__init__).items():
+            if name not in options:
+                continue
+            value = options[name]
+            allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+            if not any(_is_instance(value, t) for t in allowed):
+                expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in allowed)
+                raise ConfigError(f"data.{name} must be {expected}, got {value!r} ({type(value).__name__})")
+            if name in POSITIVE_OPTIONS and value is not None and value < 1:
+                raise ConfigError(f"data.{name} must be at least 1, got {value}")
 
     @staticmethod
     def check_padding(padding: str, group_by_length: bool) -> None:

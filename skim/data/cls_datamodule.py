@@ -28,7 +28,7 @@ from typing import Any
 import datasets
 import torch
 
-from skim.data.base import SkimDataModule
+from skim.data.base import SkimDataModule, local_config
 from skim.data.cls_io import READER_VERSION, get_task, load_cls
 from skim.data.squad_io import dataset_fingerprint_of_file
 from skim.errors import ConfigError
@@ -138,6 +138,7 @@ class ClassificationDataModule(SkimDataModule):
         synthetic: dict | None = None,
     ):
         super().__init__()
+        self.check_types(locals())
         if task != "cls":
             raise ConfigError(
                 f"ClassificationDataModule serves sequence classification (data.task=cls), got data.task={task!r}"
@@ -150,7 +151,7 @@ class ClassificationDataModule(SkimDataModule):
         monitor = monitor or self.spec.monitor
         if monitor not in allowed:
             raise ConfigError(f"data.monitor={monitor!r} is not a metric of task {name} (one of: {', '.join(allowed)})")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # skim.train logs the whole config once (with choices, overrides)
         self.name = name
         self.monitor = monitor
         self.tokenizer_name = tokenizer
@@ -171,6 +172,7 @@ class ClassificationDataModule(SkimDataModule):
         self.eval_dataset: datasets.Dataset | None = None
         # the validation examples (text_a, text_b, label), indexed by the features' example_index
         self.eval_examples: datasets.Dataset | None = None
+        self.eval_split_examples: int | None = None
         self.cache_hits: dict[str, bool] = {}
 
     # ---- plumbing ----------------------------------------------------------------------------------------
@@ -215,6 +217,7 @@ class ClassificationDataModule(SkimDataModule):
             hub_name=hp.hub_name,
             hub_config=hp.hub_config,
             source_option=option,
+            local_config=local_config(self.name),
         )
 
     def _featurize(
@@ -260,15 +263,21 @@ class ClassificationDataModule(SkimDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        # both files are read and validated before any tokenisation, so a bad validation file fails in seconds
+        train_raw = None
         if stage in (None, "fit") and self.train_features is None:
-            raw = self._load_split(hp.train_file, hp.train_split, "data.train_file")
-            self.train_features = self._featurize(raw, hp.train_file, hp.train_split, "train", hp.max_train_samples)
+            train_raw = self._load_split(hp.train_file, hp.train_split, "data.train_file")
+        eval_raw = None
         if self.eval_dataset is None:
-            raw = self._load_split(hp.validation_file, hp.validation_split, "data.validation_file")
+            eval_raw = self._load_split(hp.validation_file, hp.validation_split, "data.validation_file")
+        if train_raw is not None:
+            self.train_features = self._featurize(train_raw, hp.train_file, hp.train_split, "train", hp.max_train_samples)
+        if eval_raw is not None:
             self.eval_dataset = self._featurize(
-                raw, hp.validation_file, hp.validation_split, "validation", hp.max_eval_samples
+                eval_raw, hp.validation_file, hp.validation_split, "validation", hp.max_eval_samples
             )
-            self.eval_examples = subset(raw, hp.max_eval_samples)
+            self.eval_examples = subset(eval_raw, hp.max_eval_samples)
+            self.eval_split_examples = len(eval_raw)
 
     def describe(self) -> dict[str, Any]:
         """What a results row / run record needs to know about the data."""
@@ -279,4 +288,6 @@ class ClassificationDataModule(SkimDataModule):
             "max_seq_length": self.max_seq_length,
             "train_examples": len(self.train_features) if self.train_features is not None else None,
             "eval_examples": len(self.eval_examples) if self.eval_examples is not None else 0,
+            # before data.max_eval_samples: an evaluation on fewer examples is partial (skim.report marks it)
+            "eval_split_examples": self.eval_split_examples,
         }

@@ -566,10 +566,12 @@ def load_cls(
     hub_config: str | None = None,
     cache_dir: str | None = None,
     source_option: str = "the local data file option",
+    local_config: str | None = None,
 ) -> datasets.Dataset:
     """Load one split of task ``spec``: from the local file ``source`` if given (the Hub is then never contacted),
     else from the Hub dataset ``hub_name`` / ``hub_config`` (``datasets.load_dataset``; any failure becomes one
-    DataError line telling offline users to set ``source_option``, e.g. ``data.train_file``)."""
+    DataError line telling offline users to set ``source_option``, e.g. ``data.train_file``, or to use the data
+    config ``local_config`` that reads local copies, e.g. ``sst2_local``)."""
     if source is not None and str(source) != "":
         return read_cls_file(source, spec=spec, split=split)
     if not hub_name:
@@ -581,9 +583,10 @@ def load_cls(
         ds = datasets.load_dataset(hub_name, hub_config, split=split, cache_dir=cache_dir)
     except Exception as e:
         cfg = f" (config {hub_config!r})" if hub_config else ""
+        local = f"use data={local_config} or " if local_config else ""
         raise DataError(
             f"could not load Hub dataset {hub_name!r}{cfg} split {split!r}: {type(e).__name__}: {_one_line(e)}; "
-            f"offline users: set {source_option} to a local file ({', '.join(SUPPORTED_SUFFIXES)})"
+            f"offline users: {local}set {source_option} to a local file ({', '.join(SUPPORTED_SUFFIXES)})"
         ) from e
     if not isinstance(ds, datasets.Dataset):
         raise DataError(f"Hub dataset {hub_name!r} split {split!r}: expected a Dataset, got {type(ds).__name__}")

@@ -24,7 +24,7 @@ from typing import Any
 import datasets
 import torch
 
-from skim.data.base import SkimDataModule
+from skim.data.base import SkimDataModule, local_config
 from skim.data.squad_io import dataset_fingerprint_of_file, load_squad
 from skim.errors import ConfigError
 from skim.models.backbone import build_tokenizer
@@ -155,12 +155,13 @@ class QADataModule(SkimDataModule):
         synthetic: dict | None = None,
     ):
         super().__init__()
+        self.check_types(locals())
         if task != "qa":
             raise ConfigError(f"QADataModule serves extractive QA (data.task=qa), got data.task={task!r}")
         self.check_padding(padding, group_by_length)
         if doc_stride >= max_seq_length:
             raise ConfigError(f"data.doc_stride ({doc_stride}) must be smaller than data.max_seq_length ({max_seq_length})")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # skim.train logs the whole config once (with choices, overrides)
         self.tokenizer_name = tokenizer
         self.version_2_with_negative = version_2_with_negative
         self.max_seq_length = max_seq_length
@@ -175,6 +176,7 @@ class QADataModule(SkimDataModule):
         self.train_features: datasets.Dataset | None = None
         self.eval_dataset: datasets.Dataset | None = None
         self.eval_examples: list[dict] = []
+        self.eval_split_examples: int | None = None
         self.eval_features: list[dict] = []
         self.cache_hits: dict[str, bool] = {}
 
@@ -210,11 +212,24 @@ class QADataModule(SkimDataModule):
         digest = hashlib.sha1(json.dumps(sorted(vocab.items())[:: max(len(vocab) // 512, 1)]).encode()).hexdigest()[:10]
         return f"{type(tok).__name__}:{len(vocab)}:{digest}:{tok.do_lower_case if hasattr(tok, 'do_lower_case') else ''}"
 
-    def _load_split(self, source: str | None, split: str, option: str, limit: int | None) -> datasets.Dataset:
-        raw = load_squad(source, hub_name=self.hparams.hub_name, hub_config=self.hparams.hub_config, split=split, source_option=option)
+    def _load_split(self, source: str | None, split: str, option: str, limit: int | None) -> tuple[datasets.Dataset, int]:
+        """(the split's first ``limit`` examples, the split's size)."""
+        hp = self.hparams
+        raw = load_squad(
+            source,
+            hub_name=hp.hub_name,
+            hub_config=hp.hub_config,
+            split=split,
+            # v1.1 scores every question against its gold answers: a question without one is refused here
+            require_answers=not self.version_2_with_negative,
+            source_option=option,
+            local_config=local_config(hp.name),
+        )
+        # the slice is taken before tokenisation: a quick run on a few examples does not tokenise the whole file
+        total = len(raw)
         if limit is not None:
-            raw = raw.select(range(min(limit, len(raw))))
-        return raw
+            raw = raw.select(range(min(limit, total)))
+        return raw, total
 
     def _featurize(self, raw: datasets.Dataset, source: str | None, split: str, limit: int | None) -> datasets.Dataset:
         hp = self.hparams
@@ -260,14 +275,21 @@ class QADataModule(SkimDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        # both files are read and validated before any tokenisation, so a bad validation file fails in seconds
+        train_raw = None
         if stage in (None, "fit") and self.train_features is None:
-            raw = self._load_split(hp.train_file, hp.train_split, "data.train_file", hp.max_train_samples)
-            self.train_features = self._featurize(raw, hp.train_file, hp.train_split, hp.max_train_samples)
+            train_raw, _ = self._load_split(hp.train_file, hp.train_split, "data.train_file", hp.max_train_samples)
+        eval_raw = None
         if self.eval_dataset is None:
-            raw = self._load_split(hp.validation_file, hp.validation_split, "data.validation_file", hp.max_eval_samples)
-            self.eval_dataset = self._featurize(raw, hp.validation_file, hp.validation_split, hp.max_eval_samples)
+            eval_raw, self.eval_split_examples = self._load_split(
+                hp.validation_file, hp.validation_split, "data.validation_file", hp.max_eval_samples
+            )
+        if train_raw is not None:
+            self.train_features = self._featurize(train_raw, hp.train_file, hp.train_split, hp.max_train_samples)
+        if eval_raw is not None:
+            self.eval_dataset = self._featurize(eval_raw, hp.validation_file, hp.validation_split, hp.max_eval_samples)
             self.eval_examples = [
-                {"id": r["id"], "context": r["context"], "answers": r["answers"]} for r in raw.select_columns(["id", "context", "answers"])
+                {"id": r["id"], "context": r["context"], "answers": r["answers"]} for r in eval_raw.select_columns(["id", "context", "answers"])
             ]
             meta = self.eval_dataset.select_columns(["example_index", "offset_mapping"])
             ids = [ex["id"] for ex in self.eval_examples]
@@ -286,5 +308,7 @@ class QADataModule(SkimDataModule):
             "doc_stride": self.hparams.doc_stride,
             "train_features": len(self.train_features) if self.train_features is not None else None,
             "eval_examples": len(self.eval_examples),
+            # before data.max_eval_samples: an evaluation on fewer examples is partial (skim.report marks it)
+            "eval_split_examples": self.eval_split_examples,
             "eval_features": len(self.eval_features),
         }

@@ -26,6 +26,7 @@ from typing import Any
 
 import datasets
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skim.errors import ConfigError, DataError
@@ -74,6 +75,10 @@ SPLIT_ALIASES: dict[str, frozenset[str]] = {
 _READER_VERSION = "squad_io-1"
 
 _FLAT_REQUIRED = ("id", "context", "question", "answers")
+# v1.1 scoring takes the best match over a question's gold answers: a question without one cannot be scored
+_V1_NEEDS_ANSWERS = (
+    "SQuAD v1.1 data needs an answer for every question; for data with unanswerable questions use data=squad_v2"
+)
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -153,7 +158,9 @@ class _Columns:
             # Duplicate ids would make evaluation (predictions keyed by id) silently wrong.
             raise DataError(f"{path}: {loc}: duplicate id {qid!r} (first seen at {self._seen[qid]})")
         self._seen[qid] = loc
-        if not context:
+        if not qid.strip():
+            raise DataError(f"{path}: {loc}: empty id (predictions are scored by question id)")
+        if not context.strip():
             raise DataError(f"{path}: {loc} (id {qid!r}): empty context")
         if not question.strip():
             raise DataError(f"{path}: {loc} (id {qid!r}): empty question")
@@ -162,13 +169,11 @@ class _Columns:
                 f"{path}: {loc} (id {qid!r}): is_impossible is true but {len(texts)} answer(s) are given "
                 "(unanswerable questions must have answers [])"
             )
-        if not texts and not is_impossible and require_answers:
-            raise DataError(
-                f"{path}: {loc} (id {qid!r}): question has no answers "
-                "(answers is empty and is_impossible is not true)"
-            )
+        if require_answers and not texts:
+            what = "is_impossible is true" if is_impossible else "question has no answers"
+            raise DataError(f"{path}: {loc} (id {qid!r}): {what}; {_V1_NEEDS_ANSWERS}")
         for a, (text, start) in enumerate(zip(texts, starts)):
-            if not text:
+            if not text.strip():
                 raise DataError(f"{path}: {loc}.answers[{a}] (id {qid!r}): empty answer text")
             if check_offsets:
                 found = context[start : start + len(text)] if start >= 0 else ""
@@ -432,8 +437,8 @@ def read_squad_file(
 
     Args:
         check_offsets: verify ``context[start:start+len(text)] == text`` for every answer.
-        require_answers: reject questions with no answers unless ``is_impossible`` is true
-            (set for SQuAD v1.1 training, where every question must be answerable).
+        require_answers: reject questions without an answer, ``is_impossible`` or not (SQuAD v1.1, which
+            scores every question against its gold answers).
         split: optional split name recorded in the dataset's metadata.
 
     Raises:
@@ -556,6 +561,7 @@ def load_squad(
     check_offsets: bool = True,
     require_answers: bool = False,
     source_option: str = "the local data file option",
+    local_config: str | None = None,
 ) -> datasets.Dataset:
     """Load one split of SQuAD-format data, from a local file/directory or the HF Hub.
 
@@ -564,8 +570,10 @@ def load_squad(
             (see :func:`find_split_file`). When given, the Hub is never contacted.
         hub_name / hub_config: ``datasets.load_dataset`` arguments used when ``source`` is None.
         split: split name; HF slicing syntax (``"validation[:500]"``) also works for local data.
+        require_answers: reject questions without an answer (SQuAD v1.1), see :func:`read_squad_file`.
         source_option: how the caller's config names ``source`` (e.g. ``"data.validation_file"``),
             used in the message telling offline users what to set.
+        local_config: a data config reading local copies (e.g. ``"squad_local"``), also suggested to them.
     """
     if source is not None and str(source) != "":
         src = Path(source)
@@ -597,13 +605,31 @@ def load_squad(
         ds = datasets.load_dataset(hub_name, hub_config, split=split, cache_dir=cache_dir)
     except Exception as e:
         cfg = f" (config {hub_config!r})" if hub_config else ""
+        local = f"use data={local_config} or " if local_config else ""
         raise DataError(
             f"could not load Hub dataset {hub_name!r}{cfg} split {split!r}: {type(e).__name__}: {_one_line(e)}; "
-            f"offline users: set {source_option} to a local SQuAD file (.json/.json.gz/.jsonl/.parquet)"
+            f"offline users: {local}set {source_option} to a local SQuAD file (.json/.json.gz/.jsonl/.parquet)"
         ) from e
     if not isinstance(ds, datasets.Dataset):
         raise DataError(f"Hub dataset {hub_name!r} split {split!r}: expected a Dataset, got {type(ds).__name__}")
-    return normalise_hub_dataset(ds, name=hub_name, is_v2=_is_v2_name(hub_name, hub_config))
+    ds = normalise_hub_dataset(ds, name=hub_name, is_v2=_is_v2_name(hub_name, hub_config))
+    _check_hub_rows(ds, f"Hub dataset {hub_name!r} split {split!r}", require_answers=require_answers)
+    return ds
+
+
+def _check_hub_rows(ds: datasets.Dataset, where: str, *, require_answers: bool) -> None:
+    """What scoring by question id relies on, checked column-wise (Hub rows are not parsed one by one)."""
+    table = ds.with_format("arrow")[:].select(["id", "answers"]).flatten()
+    ids = table.column("id").to_pylist()
+    seen: set[str] = set()
+    for qid in ids:
+        if qid in seen:
+            raise DataError(f"{where}: duplicate id {qid!r} (predictions are keyed by question id)")
+        seen.add(qid)
+    if require_answers:
+        first = pc.index(pc.equal(pc.list_value_length(table.column("answers.text")), 0), True).as_py()
+        if first >= 0:
+            raise DataError(f"{where}: row {first} (id {ids[first]!r}): question has no answers; {_V1_NEEDS_ANSWERS}")
 
 
 def dataset_fingerprint_of_file(path: str | os.PathLike[str]) -> str:

@@ -1,0 +1,266 @@
+"""Data that cannot be scored as configured, and data options of the wrong type, fail with one clear line before any
+tokenisation; Hub failures point offline users at the local configs; sample limits cut the data before tokenising."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+
+from skim.data import qa_datamodule, squad_io
+from skim.data.cls_datamodule import ClassificationDataModule
+from skim.data.qa_datamodule import QADataModule
+from skim.data.squad_io import load_squad, read_squad_file
+from skim.errors import ConfigError, DataError
+from tests.conftest import ROOT, SHARED_DATA, require_shared
+from tests.helpers.runs import compose_cfg, run_cli
+
+CONTEXT = "Paris is the capital of France."
+GOOD = {"id": "good-1", "question": "What is the capital?", "context": CONTEXT,
+        "answers": {"text": ["Paris"], "answer_start": [0]}}  # fmt: skip
+
+
+def _bad(**changes: Any) -> dict[str, Any]:
+    return {**GOOD, "id": "bad-7", **changes}
+
+
+def _write(path: Path, records: list[dict[str, Any]]) -> Path:
+    """The records in the layout the suffix names: official nested JSON, JSONL or parquet."""
+    if path.suffix == ".parquet":
+        keys = dict.fromkeys(k for r in records for k in r)  # from_pylist takes its columns from the first row
+        pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in records]), path)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        paragraphs = []
+        for r in records:
+            qa = {"id": r["id"], "question": r["question"],
+                  "answers": [{"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}  # fmt: skip
+            if "is_impossible" in r:
+                qa["is_impossible"] = r["is_impossible"]
+            paragraphs.append({"context": r["context"], "qas": [qa]})
+        path.write_text(json.dumps({"version": "1.1", "data": [{"title": "T", "paragraphs": paragraphs}]}))
+    return path
+
+
+NO_ANSWER = {"text": [], "answer_start": []}
+V1_PROBLEMS = {
+    "no_answers": ([_bad(answers=NO_ANSWER)], "question has no answers"),
+    "is_impossible": ([_bad(answers=NO_ANSWER, is_impossible=True)], "is_impossible is true"),
+}
+PROBLEMS = {
+    "duplicate_id": ([_bad(), _bad()], "duplicate id 'bad-7'"),
+    "empty_answer": ([_bad(answers={"text": ["  "], "answer_start": [0]})], "empty answer text"),
+    "start_outside": ([_bad(answers={"text": ["Paris"], "answer_start": [500]})], "answer_start 500"),
+    "start_mismatch": ([_bad(answers={"text": ["Paris"], "answer_start": [3]})], "does not match the context"),
+    "empty_question": ([_bad(question=" ")], "empty question"),
+    "empty_context": ([_bad(context="  ")], "empty context"),
+}
+LAYOUTS = ("nested.json", "flat.jsonl", "flat.parquet")
+
+
+def _one_line_error(path: Path, **kw: Any) -> str:
+    with pytest.raises(DataError) as err:
+        read_squad_file(path, **kw)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg, msg
+    return msg
+
+
+# ------------------------------------------------------------------------------------ SQuAD v1.1 consistency
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("problem", list(V1_PROBLEMS))
+def test_v1_refuses_questions_without_an_answer(tmp_path, layout, problem):
+    records, needle = V1_PROBLEMS[problem]
+    path = _write(tmp_path / layout, [GOOD, *records])
+    assert read_squad_file(path)["id"] == ["good-1", "bad-7"]  # v2 data: accepted
+    msg = _one_line_error(path, require_answers=True)
+    assert "'bad-7'" in msg and needle in msg and "data=squad_v2" in msg, msg
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+def test_inconsistent_rows_name_file_id_and_problem(tmp_path, layout, problem):
+    records, needle = PROBLEMS[problem]
+    msg = _one_line_error(_write(tmp_path / layout, [GOOD, *records]))
+    assert "'bad-7'" in msg and needle in msg, msg
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_empty_id_is_refused(tmp_path, layout):
+    msg = _one_line_error(_write(tmp_path / layout, [GOOD, _bad(id=" ")]))
+    assert "empty id" in msg and ("qas[0]" in msg or "row 1" in msg), msg
+
+
+def test_real_v11_files_pass_the_v1_checks():
+    folder = require_shared(SHARED_DATA / "squad_v1.1")
+    dev = read_squad_file(folder / "dev-v1.1.json.gz", require_answers=True)
+    assert len(dev) == 10570
+    assert read_squad_file(folder / "validation-00000-of-00001.parquet", require_answers=True)["id"] == dev["id"]
+    start = time.perf_counter()
+    train = read_squad_file(folder / "train-v1.1.reconstructed.json.gz", require_answers=True)
+    assert len(train) == 87599 and time.perf_counter() - start < 10  # about 2 s on 2 CPU cores
+
+
+@pytest.mark.parametrize("role", ["train_file", "validation_file"])
+def test_v1_datamodule_refuses_unanswerable_file_before_tokenising(tmp_path, role):
+    good = _write(tmp_path / "good.json", [GOOD])
+    bad = _write(tmp_path / "unanswerable.json", [GOOD, _bad(answers=NO_ANSWER)])
+    files = {"train_file": str(good), "validation_file": str(good), role: str(bad)}
+    dm = QADataModule(tokenizer="unused", hub_name=None, cache_dir=str(tmp_path / "cache"), **files)
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    msg = str(err.value)
+    assert "unanswerable.json" in msg and "'bad-7'" in msg and "data=squad_v2" in msg, msg
+    # nothing was tokenised (the validation file is read before the training file is tokenised)
+    assert dm._tokenizer is None and not (tmp_path / "cache").exists()
+
+
+def test_v2_datamodule_accepts_unanswerable_questions(minilm_path, tmp_path):
+    path = _write(tmp_path / "v2.jsonl", [GOOD, _bad(answers=NO_ANSWER, is_impossible=True)])
+    dm = QADataModule(tokenizer=minilm_path, name="squad_v2", hub_name=None, version_2_with_negative=True,
+                      train_file=str(path), validation_file=str(path), cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    dm.setup("fit")
+    assert [ex["id"] for ex in dm.eval_examples] == ["good-1", "bad-7"]
+
+
+# ------------------------------------------------------------------------------------ Hub data
+
+
+def _fake_hub(monkeypatch, ds: datasets.Dataset) -> None:
+    monkeypatch.setattr(squad_io.datasets, "load_dataset", lambda *a, **k: ds)
+
+
+def test_hub_v1_rows_are_checked(monkeypatch):
+    answers = [{"text": ["a"], "answer_start": [0]}, {"text": [], "answer_start": []}]
+    rows = {"id": ["a", "b"], "title": ["t", "t"], "context": ["abc", "abc"], "question": ["q", "q"], "answers": answers}
+    _fake_hub(monkeypatch, datasets.Dataset.from_dict(rows))
+    assert load_squad(None, hub_name="squad_v2", split="validation")["id"] == ["a", "b"]
+    with pytest.raises(DataError) as err:
+        load_squad(None, hub_name="squad_v2", split="validation", require_answers=True)
+    msg = str(err.value)
+    assert "'squad_v2'" in msg and "id 'b'" in msg and "data=squad_v2" in msg and "\n" not in msg
+    _fake_hub(monkeypatch, datasets.Dataset.from_dict({**rows, "id": ["a", "a"]}))
+    with pytest.raises(DataError, match="duplicate id 'a'"):
+        load_squad(None, hub_name="squad", split="validation")
+
+
+def _offline(monkeypatch) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("Couldn't reach the Hub (offline)")
+
+    monkeypatch.setattr(datasets, "load_dataset", boom)
+
+
+@pytest.mark.parametrize(("name", "local"), [("squad", "squad_local"), ("squad_v2", None)])
+def test_qa_hub_failure_suggests_the_local_config(monkeypatch, tmp_path, name, local):
+    _offline(monkeypatch)
+    dm = QADataModule(tokenizer="unused", name=name, hub_name=name, cache_dir=str(tmp_path))
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    msg = str(err.value)
+    assert "data.train_file" in msg and "Couldn't reach" in msg
+    assert (f"use data={local} or set data.train_file" in msg) if local else "use data=" not in msg, msg
+
+
+@pytest.mark.parametrize(("name", "local"), [("sst2", "sst2_local"), ("mnli", None)])
+def test_cls_hub_failure_suggests_the_local_config(monkeypatch, tmp_path, name, local):
+    _offline(monkeypatch)
+    dm = ClassificationDataModule(tokenizer="unused", name=name, hub_name="glue", hub_config=name, cache_dir=str(tmp_path))
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    msg = str(err.value)
+    assert "data.train_file" in msg
+    assert (f"use data={local} or set data.train_file" in msg) if local else "use data=" not in msg, msg
+
+
+# ------------------------------------------------------------------------------------ option types
+
+
+BAD_OPTIONS = [
+    ("batch_size", "abc", "data.batch_size must be an integer, got 'abc'"),
+    ("max_seq_length", "abc", "data.max_seq_length must be an integer, got 'abc'"),
+    ("max_train_samples", 1.5, "data.max_train_samples must be an integer or null, got 1.5"),
+    ("group_by_length", "maybe", "data.group_by_length must be true or false, got 'maybe'"),
+    ("eval_batch_size", True, "data.eval_batch_size must be an integer, got True"),
+    ("max_eval_samples", 0, "data.max_eval_samples must be at least 1, got 0"),
+]
+
+
+@pytest.mark.parametrize(("option", "value", "message"), BAD_OPTIONS)
+@pytest.mark.parametrize("module", [QADataModule, ClassificationDataModule])
+def test_wrong_option_type_names_option_and_type(module, option, value, message):
+    with pytest.raises(ConfigError) as err:
+        module(tokenizer="unused", name="sst2" if module is ClassificationDataModule else "squad", **{option: value})
+    assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml")))
+def test_every_data_config_passes_the_type_check(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("SKIM_SHARED_DATA", str(SHARED_DATA))
+    GlobalHydra.instance().clear()
+    try:
+        instantiate(compose_cfg(["model=tiny", f"data={name}"], output_dir=tmp_path).data)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_cli_wrong_option_type_is_one_line_before_any_data(tmp_path):
+    res = run_cli(["-m", "skim.train", "model=tiny", "data=squad_local", "data.batch_size=abc"], cwd=tmp_path,
+                  env_extra={"SKIM_ROOT": str(tmp_path)})  # fmt: skip
+    assert res.returncode != 0
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("skim: error:") and "data.batch_size" in last and "an integer" in last, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert not list(tmp_path.glob("**/*.arrow")) and not list(tmp_path.glob("logs/*/runs/*/metrics.json"))
+
+
+# ------------------------------------------------------------------------------------ sample limits
+
+
+def test_sample_limits_cut_before_tokenising(minilm_path, squad_dev, tmp_path, monkeypatch):
+    seen: list[int] = []
+    featurize = qa_datamodule.featurize
+
+    def counting(examples, indices, **kw):
+        seen.extend(indices)
+        return featurize(examples, indices, **kw)
+
+    monkeypatch.setattr(qa_datamodule, "featurize", counting)
+    dm = QADataModule(tokenizer=minilm_path, hub_name=None, train_file=str(squad_dev), validation_file=str(squad_dev),
+                      cache_dir=str(tmp_path / "cache"), max_train_samples=7, max_eval_samples=5)  # fmt: skip
+    dm.setup("fit")
+    # only 7 + 5 of the 10,570 dev questions reach the tokenizer
+    assert sorted(seen) == sorted([*range(7), *range(5)])
+    assert len(dm.eval_examples) == 5 and set(dm.train_features["example_index"]) == set(range(7))
+
+
+def test_cls_sample_limits_cut_before_tokenising(minilm_path, tmp_path, monkeypatch):
+    from skim.data import cls_datamodule
+
+    seen: list[int] = []
+    featurize = cls_datamodule.featurize
+
+    def counting(examples, indices, **kw):
+        seen.extend(indices)
+        return featurize(examples, indices, **kw)
+
+    rows = [{"sentence": f"text number {i}", "label": i % 2} for i in range(40)]
+    path = tmp_path / "sst2.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    monkeypatch.setattr(cls_datamodule, "featurize", counting)
+    dm = ClassificationDataModule(tokenizer=minilm_path, name="sst2", train_file=str(path), validation_file=str(path),
+                                  cache_dir=str(tmp_path / "cache"), max_train_samples=6, max_eval_samples=4)  # fmt: skip
+    dm.setup("fit")
+    assert len(seen) == 6 + 4 and len(dm.train_features) == 6 and len(dm.eval_examples) == 4
