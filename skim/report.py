@@ -3,6 +3,9 @@
     python -m skim.report                          # every row of logs/results.jsonl
     python -m skim.report --under logs/quickstart/multiruns/2026-...   # the jobs of one sweep (several folders: all of them)
     python -m skim.report --metrics val/em val/f1 val/skim/kept_mean
+
+A row scored on fewer examples than its evaluation split holds (``trainer.limit_val_batches``,
+``data.max_eval_samples``) is marked partial: ``620/10570 †`` in the ``scored`` column, a hollow marker on the plot.
 """
 
 from __future__ import annotations
@@ -40,9 +43,46 @@ def kept_layers(metrics: dict[str, Any]) -> list[float]:
     return [float(metrics[k]) for k in keys]
 
 
+PARTIAL_MARK = "†"
+PARTIAL_NOTE = (
+    f"{PARTIAL_MARK} partial evaluation: scored on fewer examples than the evaluation split holds "
+    "(trainer.limit_val_batches or data.max_eval_samples); not comparable with complete rows."
+)
+
+
+def scored(row: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(examples scored, examples it should be compared with) as the run recorded them; None where it did not.
+
+    Scored: ``val/num_scored`` (logged by a limited evaluation, which scores only the examples it saw in full), else
+    every evaluated example (``data_info.eval_examples``, after ``data.max_eval_samples``). Compared with: the
+    evaluation split's size (``data_info.eval_split_examples``, before ``data.max_eval_samples``) where recorded,
+    else the evaluated examples.
+    """
+    info = row.get("data_info") or {}
+    evaluated = info.get("eval_examples")
+    total = info.get("eval_split_examples", evaluated)
+    n = row.get("metrics", {}).get("val/num_scored", evaluated)
+    return (int(n) if n is not None else None, int(total) if total is not None else None)
+
+
+def is_partial(row: dict[str, Any]) -> bool:
+    n, total = scored(row)
+    return n is not None and total is not None and n < total
+
+
+def scored_cell(row: dict[str, Any]) -> str:
+    n, total = scored(row)
+    if n is None:
+        return ""
+    if is_partial(row):
+        return f"{n}/{total} {PARTIAL_MARK}"
+    # without the split's size "2000/2000" would claim a complete split that a data.max_eval_samples run is not
+    return f"{n}/{total}" if "eval_split_examples" in (row.get("data_info") or {}) else f"{n}"
+
+
 def markdown_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
     present = [m for m in metrics if any(m in r.get("metrics", {}) for r in rows)]
-    head = ["run", "model", "skim", "data", "padding", *present, "kept ratio per layer"]
+    head = ["run", "model", "skim", "data", "padding", "scored", *present, "kept ratio per layer"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         m = r.get("metrics", {})
@@ -52,10 +92,13 @@ def markdown_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = DEFAUL
             str(r.get("skim")),
             str(r.get("data")),
             str(r.get("padding")),
+            scored_cell(r),
             *(f"{m[k]:.2f}" if k in m and "kept" not in k else (f"{m[k]:.3f}" if k in m else "") for k in present),
             " ".join(f"{x:.2f}" for x in kept_layers(m)),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if any(is_partial(r) for r in rows):
+        lines += ["", PARTIAL_NOTE]
     return "\n".join(lines)
 
 
@@ -78,8 +121,8 @@ def point_label(row: dict[str, Any]) -> str:
     return " ".join(f"{k.lstrip('+').split('.')[-1]}={v}" for k, v in found)
 
 
-def pareto_plot(rows: list[dict[str, Any]], path: str | Path, accuracy: str, speed: str = "val/flops/speedup") -> Path:
-    """Accuracy vs speed-up scatter, one colour per strategy, Pareto front drawn; written as PNG."""
+def pareto_figure(rows: list[dict[str, Any]], accuracy: str, speed: str = "val/flops/speedup"):
+    """Accuracy vs speed-up scatter, one colour per strategy, partial evaluations hollow, Pareto front drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,23 +131,47 @@ def pareto_plot(rows: list[dict[str, Any]], path: str | Path, accuracy: str, spe
     pts = [(float(r["metrics"][speed]), float(r["metrics"][accuracy]), r) for r in rows if speed in r.get("metrics", {}) and accuracy in r.get("metrics", {})]
     if not pts:
         raise SystemExit(f"skim.report: no rows with both {accuracy} and {speed}")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for name in sorted({str(r.get("skim")) for _, _, r in pts}):
-        xs = [x for x, _, r in pts if str(r.get("skim")) == name]
-        ys = [y for _, y, r in pts if str(r.get("skim")) == name]
+    for c, name in enumerate(sorted({str(r.get("skim")) for _, _, r in pts})):
         dense = name == "none"
-        ax.scatter(xs, ys, label="dense" if dense else name, s=120 if dense else 30, marker="*" if dense else "o", zorder=3)
+        colour = colours[c % len(colours)]
+        style = {"s": 120 if dense else 30, "marker": "*" if dense else "o", "zorder": 3}
+        for partial in (False, True):
+            xy = [(x, y) for x, y, r in pts if str(r.get("skim")) == name and is_partial(r) == partial]
+            if not xy:
+                continue
+            fill = {"facecolors": "none", "edgecolors": colour} if partial else {"color": colour}
+            # one legend entry per strategy; partial points share the hollow-marker entry below
+            label = None if partial else ("dense" if dense else name)
+            ax.scatter([x for x, _ in xy], [y for _, y in xy], label=label, **fill, **style)
+    any_partial = any(is_partial(r) for _, _, r in pts)
+    if any_partial:
+        ax.scatter([], [], facecolors="none", edgecolors="grey", marker="o", label="hollow: partial evaluation")
     for x, y, r in pts:
         label = point_label(r)
+        if is_partial(r):
+            label = f"{label} ({scored_cell(r).removesuffix(PARTIAL_MARK).strip()})".strip()
         if label:
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    front = pareto_front([(x, y) for x, y, _ in pts])
-    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+    # a partial evaluation is not comparable with complete ones: it may not dominate them
+    on_front = [p for p in pts if not is_partial(p[2])] or pts
+    front = pareto_front([(x, y) for x, y, _ in on_front])
+    front_label = "Pareto front (complete evaluations)" if any_partial and len(on_front) < len(pts) else "Pareto front"
+    ax.plot([on_front[i][0] for i in front], [on_front[i][1] for i in front], "k--", lw=1, label=front_label)
     ax.set_xlabel(f"speed-up ({speed})")
     ax.set_ylabel(accuracy)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def pareto_plot(rows: list[dict[str, Any]], path: str | Path, accuracy: str, speed: str = "val/flops/speedup") -> Path:
+    """:func:`pareto_figure`, written as PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(rows, accuracy, speed)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

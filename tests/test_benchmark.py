@@ -79,3 +79,63 @@ def test_point_labels_name_the_swept_setting():
     assert point_label({"overrides": ["experiment=x", "skim.threshold=0.3"]}) == "threshold=0.3"
     assert point_label({"overrides": ["+skim.skim_coefficient=0.5"]}) == "skim_coefficient=0.5"
     assert point_label({"overrides": ["data=squad"]}) == ""
+
+
+def _row(run: str, skim: str, f1: float, speedup: float, data_info: dict | None, **metrics) -> dict:
+    return {"run_dir": f"/r/{run}", "model": "tiny", "skim": skim, "data": "squad", "padding": "dynamic",
+            "data_info": data_info, "metrics": {"val/f1": f1, "val/flops/speedup": speedup, **metrics}}
+
+
+def test_report_marks_partial_evaluations_from_recorded_counts(tmp_path):
+    from skim.report import PARTIAL_MARK, is_partial, main, scored_cell
+
+    full = _row("full", "none", 80.0, 1.0, {"eval_examples": 10570, "eval_split_examples": 10570})
+    # trainer.limit_val_batches: the QA module logs how many examples it could score in full
+    limited = _row("limited", "blockskim", 79.0, 2.0, {"eval_examples": 10570}, **{"val/num_scored": 620.0})
+    # data.max_eval_samples: every evaluated example is scored, but the split holds more
+    subset = _row("subset", "blockskim", 81.0, 1.5, {"eval_examples": 2000, "eval_split_examples": 10570})
+    # a row without the split's size (older runs): its count, with no claim that the split was complete
+    no_split = _row("old", "none", 80.0, 1.0, {"eval_examples": 2000})
+    unknown = _row("bench", "forced", 0.0, 3.0, None)
+    rows = (full, limited, subset, no_split, unknown)
+    assert [is_partial(r) for r in rows] == [False, True, True, False, False]
+    assert [scored_cell(r) for r in rows] == [
+        "10570/10570", f"620/10570 {PARTIAL_MARK}", f"2000/10570 {PARTIAL_MARK}", "2000", ""]
+    f = tmp_path / "results.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in (full, limited, subset)) + "\n")
+    md = tmp_path / "table.md"
+    assert main(["--file", str(f), "--output", str(md)]) == 0
+    lines = md.read_text().splitlines()
+    assert lines[0].split(" | ")[5] == "scored"
+    assert [ln.split(" | ")[5] for ln in lines[2:5]] == ["10570/10570", f"620/10570 {PARTIAL_MARK}", f"2000/10570 {PARTIAL_MARK}"]
+    assert lines[-1].startswith(f"{PARTIAL_MARK} partial evaluation")
+    # complete rows only: no footnote
+    f.write_text(json.dumps(full) + "\n")
+    assert main(["--file", str(f), "--output", str(md)]) == 0
+    assert PARTIAL_MARK not in md.read_text()
+
+
+def test_pareto_plot_draws_partial_points_hollow_and_keeps_them_off_the_front():
+    import matplotlib.pyplot as plt
+
+    from skim.report import pareto_figure
+
+    rows = [
+        _row("dense", "none", 80.0, 1.0, {"eval_examples": 100}),
+        _row("t0.1", "blockskim", 78.0, 1.5, {"eval_examples": 100}),
+        # would dominate both if a partial evaluation counted
+        _row("t0.5", "blockskim", 90.0, 2.0, {"eval_examples": 100}, **{"val/num_scored": 40.0}),
+    ]
+    fig = pareto_figure(rows, "val/f1")
+    ax = fig.axes[0]
+    points = {tuple(c.get_offsets()[0]): c for c in ax.collections if len(c.get_offsets())}
+    assert len(points[(2.0, 90.0)].get_facecolors()) == 0  # hollow: matplotlib holds no face colour
+    assert points[(1.5, 78.0)].get_facecolors()[:, 3].tolist() == [1.0]
+    # the hollow point keeps its strategy's colour on the edge
+    assert points[(2.0, 90.0)].get_edgecolors()[0].tolist() == points[(1.5, 78.0)].get_facecolors()[0].tolist()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "hollow: partial evaluation" in legend and "Pareto front (complete evaluations)" in legend
+    (front,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("Pareto front")]
+    assert list(zip(front.get_xdata(), front.get_ydata())) == [(1.0, 80.0), (1.5, 78.0)]
+    assert any("(40/100)" in t.get_text() for t in ax.texts)
+    plt.close(fig)

@@ -29,7 +29,7 @@ class ClassificationModule(SkimTaskModule):
         metric_names: list[str] | None = None,
     ):
         super().__init__(model=model, skim=skim, optim=optim, add_pooling_layer=True)
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # skim.train logs the whole config once (with choices, overrides)
         self.output_dir = output_dir
         self.num_labels = num_labels
         self.is_regression = is_regression
@@ -92,6 +92,8 @@ class ClassificationModule(SkimTaskModule):
             self.log(f"val/{k}", v, batch_size=bs, sync_dist=True)
         preds = logits.squeeze(-1) if self.is_regression else logits.argmax(-1)
         self.val_metrics.update(preds, batch["labels"])
+        # examples scored, summed over steps and ranks (skim.report marks a partial evaluation)
+        self.log("val/num_scored", float(bs), reduce_fx="sum", sync_dist=True, batch_size=bs)
         return {"skim": self.step_skim_outputs(out, batch)}
 
     def on_validation_epoch_end(self) -> None:

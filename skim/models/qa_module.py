@@ -32,7 +32,7 @@ class QAModule(SkimTaskModule):
         output_dir: str | None = None,
     ):
         super().__init__(model=model, skim=skim, optim=optim, add_pooling_layer=False)
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # skim.train logs the whole config once (with choices, overrides)
         self.eval_cfg = {
             "n_best_size": 20,
             "max_answer_length": 30,
@@ -135,9 +135,10 @@ class QAModule(SkimTaskModule):
             # features were all seen, and say so; a full run always takes the exact path below
             examples, features, idx = _restrict_to_complete(examples, features, idx)
             st, en, idx = st[idx >= 0], en[idx >= 0], idx[idx >= 0]
-            self.log("val/num_scored", float(len(examples)))
-            if not examples:
-                return
+        # every run says how many examples its scores cover (skim.report marks a partial evaluation)
+        self.log("val/num_scored", float(len(examples)))
+        if not examples:
+            return
         start_logits, end_logits = merge_feature_logits(idx, st, en, len(features))
         v2 = bool(dm.version_2_with_negative)
         preds, nbest, null_odds = postprocess_qa_predictions(

@@ -47,12 +47,6 @@ def skim_root() -> str:
     return str(here) if (here / "conf" / "train.yaml").exists() else os.getcwd()
 
 
-def tty_refresh_rate(non_tty_rate: int = 50) -> int:
-    import sys
-
-    return 1 if sys.stderr.isatty() else int(non_tty_rate)
-
-
 # Transkimmer skim-loss coefficients of the paper's scripts (algorithms.md §2.6): GLUE and IMDB 0.5,
 # SQuAD v2 0.3 (used for every QA set), 20 Newsgroups and Yelp 0.2
 TRANSKIMMER_COEFFICIENTS = {"squad": 0.3, "squad_v2": 0.3, "synthetic": 0.3, "20news": 0.2, "yelp": 0.2}
@@ -66,7 +60,6 @@ def register() -> None:
     for name, fn in (
         ("task_module", task_module),
         ("skim_root", skim_root),
-        ("tty_refresh_rate", tty_refresh_rate),
         ("transkimmer_coefficient", transkimmer_coefficient),
     ):
         if not OmegaConf.has_resolver(name):
