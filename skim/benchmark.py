@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 import skim
 from skim.errors import ConfigError
 from skim.metrics.flops import EncoderShape, encoder_macs, head_macs
+from skim.models.checkpoint import load_task_module, read_checkpoint
 from skim.utils.config_store import register_configs
 from skim.utils.run import append_result, run_record, task_wrapper, validate_config, write_json
 
@@ -62,10 +63,7 @@ def build_modules(cfg: DictConfig, datamodule) -> tuple[Any, Any]:
     if datamodule.task == "cls":
         extra = {"num_labels": datamodule.num_labels, "is_regression": datamodule.is_regression, "metric_names": datamodule.metric_names}
     if cfg.get("ckpt_path"):
-        cls = get_class(cfg.module._target_)
-        kwargs = {} if cfg.get("use_checkpoint_skim", False) else {"skim": OmegaConf.to_container(cfg.skim, resolve=True)}
-        skim_mod = cls.load_from_checkpoint(cfg.ckpt_path, map_location="cpu", weights_only=True, **kwargs)
-        skim_mod.use_attn_implementation(cfg.model.get("attn_implementation", "auto"))
+        skim_mod = load_task_module(cfg)
     else:
         skim_mod = instantiate(cfg.module, **extra)
     dense_cfg = copy.deepcopy(OmegaConf.to_container(cfg.module, resolve=True))
@@ -158,6 +156,11 @@ def benchmark(cfg: DictConfig) -> dict:
     from tqdm.auto import tqdm
 
     validate_config(cfg)
+    for dt in cfg.dtypes:
+        if dt not in DTYPES:
+            raise ConfigError(f"dtypes: unknown {dt!r}; use {sorted(DTYPES)}")
+    if cfg.get("ckpt_path"):
+        read_checkpoint(cfg.ckpt_path, "ckpt_path")
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device)
     out_dir = Path(cfg.paths.output_dir)
@@ -172,8 +175,6 @@ def benchmark(cfg: DictConfig) -> dict:
     results = []
     bar = tqdm(total=len(combos) * (1 + len(cfg.dense_attention)), desc="benchmark", disable=not cfg.progress_bar)
     for bs, dt in combos:
-        if dt not in DTYPES:
-            raise ConfigError(f"dtypes: unknown {dt!r}; use {sorted(DTYPES)}")
         if dt != "fp32" and device.type == "cpu" and dt == "fp16":
             raise ConfigError("fp16 autocast is not supported on CPU; use bf16")
         batches = make_batches(datamodule, bs, cfg.num_batches, device)

@@ -7,11 +7,13 @@ name the file / option and the offending field, row or value.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "SkimError"]
+__all__ = ["ConfigError", "DataError", "RunInterrupted", "SkimError"]
 
 
 class SkimError(Exception):
     """Base class: user-facing errors that the CLI prints as one clear line (no traceback) and exits non-zero."""
+
+    exit_code = 2
 
 
 class DataError(SkimError):
@@ -23,3 +25,11 @@ class DataError(SkimError):
 
 class ConfigError(SkimError):
     """Incompatible or invalid configuration combination; the message names the option."""
+
+
+class RunInterrupted(SkimError):
+    """The run was stopped by a signal (SIGTERM from a scheduler or ``kill``); the message says how to resume.
+
+    Exits 128 + 15 as a process killed by SIGTERM would, so that schedulers and shell loops record a failure."""
+
+    exit_code = 128 + 15

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import skim  # noqa: F401
 from skim.errors import ConfigError
+from skim.models.checkpoint import load_task_module
 from skim.utils.config_store import register_configs
 from skim.utils.run import (
     append_result,
@@ -33,26 +34,6 @@ log = logging.getLogger("skim.eval")
 register_configs()
 
 
-def load_module(cfg: DictConfig):
-    from hydra.utils import get_class
-
-    ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path {ckpt}: checkpoint file not found")
-    cls = get_class(cfg.module._target_)
-    kwargs = {} if cfg.get("use_checkpoint_skim", False) else {"skim": OmegaConf.to_container(cfg.skim, resolve=True)}
-    kwargs["evaluation"] = OmegaConf.to_container(cfg.evaluation, resolve=True)
-    kwargs["output_dir"] = cfg.paths.output_dir
-    try:
-        # weights_only: checkpoints hold plain containers only (configs are converted with _convert_: all)
-        module = cls.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True, **kwargs)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"ckpt_path {ckpt}: cannot load this checkpoint into {cls.__name__} ({first[:300]})") from err
-    module.use_attn_implementation(cfg.model.get("attn_implementation", "auto"))
-    return module
-
-
 def evaluate(cfg: DictConfig) -> dict:
     import lightning.pytorch as pl
     from hydra.utils import instantiate
@@ -60,7 +41,11 @@ def evaluate(cfg: DictConfig) -> dict:
     validate_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
-    module = load_module(cfg)
+    if not cfg.get("ckpt_path"):
+        raise ConfigError("ckpt_path is required: python -m skim.eval ckpt_path=<run>/checkpoints/last.ckpt [overrides]")
+    module = load_task_module(
+        cfg, evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True), output_dir=cfg.paths.output_dir
+    )
     datamodule = instantiate(cfg.data)
     loggers = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False)

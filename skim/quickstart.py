@@ -34,7 +34,7 @@ RUNS = {
     "cls": {
         "dense": ["experiment=quickstart_cls"],
         # like the paper's models start from a pretrained backbone, Transkimmer starts from the dense run's weights
-        "transkimmer": ["experiment=quickstart_cls", "skim=transkimmer", "+model.init_checkpoint={dense}/checkpoints/last.ckpt"],
+        "transkimmer": ["experiment=quickstart_cls", "skim=transkimmer", "model.init_checkpoint={dense}/checkpoints/last.ckpt"],
     },
 }
 

@@ -9,9 +9,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import skim  # noqa: F401  (registers resolvers)
+from skim.errors import RunInterrupted
+from skim.models.checkpoint import check_resumable, read_checkpoint
 from skim.utils.config_store import register_configs
 from skim.utils.run import (
     append_result,
+    hydra_choices,
+    hydra_overrides,
     instantiate_group,
     print_summary,
     run_record,
@@ -27,10 +31,14 @@ register_configs()
 def train(cfg: DictConfig) -> dict:
     import lightning.pytorch as pl
     from hydra.utils import instantiate
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     validate_config(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resume_checkpoint(cfg, out_dir)
+    if cfg.model.get("init_checkpoint"):
+        read_checkpoint(cfg.model.init_checkpoint, "model.init_checkpoint")
+    pl.seed_everything(cfg.seed, workers=True)
 
     reuse_wandb_run(cfg)
     datamodule = instantiate(cfg.data)
@@ -39,26 +47,28 @@ def train(cfg: DictConfig) -> dict:
     loggers = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        # the one logged config: the composed tree plus the group choices and overrides that dashboards filter on
+        lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "choices": hydra_choices(), "overrides": hydra_overrides()})
         run_id = getattr(getattr(lg, "experiment", None), "id", None)
         if run_id and type(lg).__name__ == "WandbLogger":
             (out_dir / "wandb_run_id").write_text(str(run_id))
 
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last":
-        ckpt_path = str(out_dir / "checkpoints" / "last.ckpt")
-    if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-
-    final = cfg.get("final_eval", "best")
-    if final != "none" and not trainer.fast_dev_run:
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
-        trainer.validate(module, datamodule=datamodule, ckpt_path=best if (final == "best" and best) else None)
+    final_weights: dict = {}
+    try:
+        if cfg.get("train", True):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        final = cfg.get("final_eval", "best")
+        if final != "none" and not trainer.fast_dev_run:
+            final_weights = final_checkpoint(trainer, final)
+            trainer.validate(module, datamodule=datamodule, ckpt_path=final_weights.get("path"), weights_only=True)
+    except SIGTERMException as err:
+        raise RunInterrupted(f"interrupted by SIGTERM at step {trainer.global_step}; {resume_hint(trainer)}") from err
 
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
     add_objective(cfg, metrics)
     data_info = datamodule.describe() if hasattr(datamodule, "describe") else {}
-    record = run_record(cfg, metrics, {"data_info": data_info, "padding": data_info.get("padding"), "timing": fit_timing(trainer)})
+    extra = {"data_info": data_info, "padding": data_info.get("padding"), "timing": fit_timing(trainer), "final_eval": final_weights}
+    record = run_record(cfg, metrics, extra)
     if metrics and not trainer.fast_dev_run:
         if trainer.is_global_zero:
             write_json(out_dir / "metrics.json", record)
@@ -66,6 +76,42 @@ def train(cfg: DictConfig) -> dict:
                 append_result(cfg.results_file, record)
         print_summary(f"{cfg.task_name} {cfg.skim.name}", metrics)
     return metrics
+
+
+def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
+    """``ckpt_path`` to resume from ("last": this run directory's), checked before data and model are built."""
+    path = cfg.get("ckpt_path")
+    if path == "last":
+        path = str(out_dir / "checkpoints" / "last.ckpt")
+    if path:
+        check_resumable(path)
+    return path
+
+
+def final_checkpoint(trainer, final: str) -> dict:
+    """The weights of the final evaluation: the best *validated* ones (the best-model checkpoint is written only after
+    a validation, with that validation's score) or the weights in memory; recorded in metrics.json as ``final_eval``."""
+    best = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
+    if final != "best" or best is None or not best.best_model_path or not Path(best.best_model_path).is_file():
+        if final == "best":
+            log.warning("final_eval=best but no best checkpoint was saved: evaluating the last weights")
+        return {"weights": "last", "step": trainer.global_step}
+    saved = read_checkpoint(best.best_model_path, "final_eval=best")
+    score = best.best_model_score
+    return {
+        "weights": "best",
+        "path": best.best_model_path,
+        "step": saved.get("global_step"),
+        "monitor": best.monitor,
+        "score": float(score) if score is not None else None,
+    }
+
+
+def resume_hint(trainer) -> str:
+    last = next((Path(c.last_model_path) for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
+    if last is not None and last.is_file():
+        return f"resume with ckpt_path={last}"
+    return "no resumable checkpoint was saved (callbacks.last_checkpoint); rerun from the start"
 
 
 def fit_timing(trainer) -> dict[str, float]:

@@ -56,7 +56,7 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
     res = run_cli(["-m", "skim.eval", "model=tiny", "data=synthetic", f"ckpt_path={bad}"], cwd=tmp_path, env_extra=_env(tmp_path))
     assert res.returncode == 2
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("skim: error:")]
-    assert len(lines) == 1 and "model.ckpt" in lines[0] and "cannot load" in lines[0]
+    assert len(lines) == 1 and "model.ckpt" in lines[0] and "not a skim checkpoint" in lines[0]
     assert "Traceback" not in res.stderr
 
 

@@ -18,9 +18,8 @@ RUN = [
     "data=squad_local", f"data.train_file={SQUAD_DEV}", f"data.validation_file={SQUAD_DEV}",
     "data.max_train_samples=40", "data.max_eval_samples=16", "data.batch_size=4",
     "skim=transkimmer", "trainer=cpu", "trainer.max_epochs=2", "final_eval=none", "seed=3", "optim.warmup_ratio=0.1",
-    # a checkpoint every 3 steps, so that one lands in the middle of the first epoch
-    "+callbacks.model_checkpoint.every_n_train_steps=3", "callbacks.model_checkpoint.save_top_k=-1",
-    "callbacks.model_checkpoint.monitor=null", "callbacks.model_checkpoint.filename='step_{step:03d}'",
+    # the resumable checkpoint every 3 steps, so that one lands in the middle of the first epoch
+    "callbacks.last_checkpoint.every_n_train_steps=3",
 ]
 
 
@@ -42,7 +41,7 @@ def _run(tmp, name, extra=(), crash_at=None, monkeypatch=None):
 
     def with_crash(node):
         out = orig(node)
-        if node is not None and "model_checkpoint" in node:
+        if node is not None and "last_checkpoint" in node:
             out.append(Crash(crash_at))
         return out
 
@@ -59,8 +58,8 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_run_root, monkeyp
     group = [f"data.group_by_length={str(grouped).lower()}"]
     full = _run(tmp_run_root, "full", extra=group)
     _run(tmp_run_root, "crashed", extra=group, crash_at=7, monkeypatch=monkeypatch)  # crash after step 7; checkpoint at step 6
-    ckpt = tmp_run_root / "crashed" / "checkpoints" / "step_006.ckpt"
-    assert ckpt.exists()
+    ckpt = tmp_run_root / "crashed" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 6
     resumed = _run(tmp_run_root, "resumed", extra=[*group, f"ckpt_path={ckpt}"])
     GlobalHydra.instance().clear()
     a = torch.load(tmp_run_root / "full" / "checkpoints" / "last.ckpt", weights_only=True)
@@ -74,7 +73,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_run_root, monkeyp
 
 def test_resume_continues_the_wandb_run(tmp_run_root):
     require_shared(SQUAD_DEV)
-    base = [o for o in RUN if "model_checkpoint" not in o] + ["logger=wandb", "trainer.max_epochs=1"]
+    base = [o for o in RUN if "last_checkpoint" not in o] + ["logger=wandb", "trainer.max_epochs=1"]
     GlobalHydra.instance().clear()
     first = compose_cfg(base, output_dir=tmp_run_root / "first")
     task_wrapper(train_mod.train)(first)

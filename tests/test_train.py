@@ -185,3 +185,21 @@ def test_transkimmer_on_squad_v2_slice(tmp_run_root):
     assert {"val/HasAns_f1", "val/NoAns_f1", "val/f1"} <= set(metrics)
     assert (out / "null_odds.json").exists()
     assert len(json.loads((out / "predictions.json").read_text())) == 64
+
+
+def test_wandb_config_holds_choices_and_overrides_once(tmp_run_root):
+    """The real W&B run's config has the group choices and the command-line overrides to filter on, and the data
+    settings once, under ``data`` (Lightning's own hparams logging used to repeat them at the top level)."""
+    require_shared(SQUAD_DEV)
+    import wandb
+
+    cfg = compose_cfg([*SLICE, "logger=wandb", "data.max_train_samples=16", "data.max_eval_samples=16"], output_dir=tmp_run_root / "run")
+    try:
+        train(cfg)
+        values = dict(wandb.run.config)
+    finally:
+        wandb.finish()
+    assert values["choices"]["data"] == "squad_local" and values["choices"]["skim"] == "none"
+    assert "data=squad_local" in values["overrides"]
+    assert values["data"]["batch_size"] == 16
+    assert not {"batch_size", "max_seq_length", "train_file", "hub_name"} & set(values)

@@ -10,8 +10,10 @@ import torch
 from omegaconf import OmegaConf
 
 from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder
+from skim.errors import ConfigError
 from skim.metrics.counts import SumVector
 from skim.models.backbone import build_backbone, resolve_attn_implementation
+from skim.models.checkpoint import read_checkpoint
 from skim.strategies.base import build_strategy
 from skim.utils.run import write_json
 
@@ -51,12 +53,7 @@ class SkimTaskModule(pl.LightningModule):
         path = self._model_cfg.get("init_checkpoint")
         if not path or getattr(self, "_initialised_from", None) == path:
             return
-        from skim.errors import ConfigError
-
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        except (OSError, RuntimeError, KeyError) as err:
-            raise ConfigError(f"model.init_checkpoint {path}: cannot read a skim checkpoint ({str(err).splitlines()[0][:200]})") from err
+        state = read_checkpoint(path, "model.init_checkpoint")["state_dict"]
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("encoder.strategy.")]
         if missing or unexpected:

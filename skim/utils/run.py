@@ -16,9 +16,12 @@ from typing import Any
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from skim.errors import SkimError
+from skim.errors import RunInterrupted, SkimError
 
 log = logging.getLogger("skim")
+
+# what only a finished run holds: a failed or interrupted run must not leave an earlier validation's copy behind
+RESULT_FILES = ("metrics.json", "predictions.json")
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -116,12 +119,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
     """Run a task so that a failure is one clear line, a FAILED marker and a non-zero exit, and W&B always closes.
 
-    A finished run is recognisable by its ``metrics.json``, written last; a failed one has ``FAILED`` instead.
+    A finished run is recognisable by its ``metrics.json``, written last; a failed or interrupted one has ``FAILED``
+    instead, and no ``metrics.json`` or ``predictions.json`` that could pass for its final result.
     """
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig) -> dict:
         out_dir = Path(cfg.paths.output_dir)
+        (out_dir / "FAILED").unlink(missing_ok=True)  # a resume into the same directory starts unfailed
         try:
             return fn(cfg)
         except (SkimError, InstantiationException) as err:
@@ -129,18 +134,15 @@ def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dic
             if not isinstance(cause, SkimError):
                 raise
             msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            (out_dir / "metrics.json").unlink(missing_ok=True)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "FAILED").write_text(f"{type(cause).__name__}: {msg}\n")
+            _mark_failed(out_dir, f"{type(cause).__name__}: {msg}")
             print(f"skim: error: {msg}", file=sys.stderr)
-            if _in_multirun():
-                # one failed job must not stop a sweep's other jobs
+            if _in_multirun() and not isinstance(cause, RunInterrupted):
+                # one failed job must not stop a sweep's other jobs; a signal stops the sweep
                 log.error("job failed: %s", msg)
                 return {"failed": msg}
-            sys.exit(2)
+            sys.exit(cause.exit_code)
         except BaseException:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "FAILED").write_text("crashed; see the log in this folder\n")
+            _mark_failed(out_dir, "crashed; see the log in this folder")
             if _in_multirun():
                 log.exception("job crashed")
                 return {"failed": "crashed"}
@@ -149,6 +151,13 @@ def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dic
             _close_wandb()
 
     return wrapped
+
+
+def _mark_failed(out_dir: Path, reason: str) -> None:
+    for name in RESULT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "FAILED").write_text(reason + "\n")
 
 
 def _in_multirun() -> bool:
