@@ -40,17 +40,14 @@ def encoder_macs(
 ) -> torch.Tensor:
     """[num_layers, B] tokens entering each layer -> [B] encoder MACs (predictor included when given).
 
-    ``predictor_macs(layer, tokens) -> int`` and ``predictor_tokens`` ([num_layers, B], tokens the predictor of
-    each layer reads) add the skim predictors' cost.
+    ``predictor_macs(layer, tokens) -> tensor`` (``tokens``: [B] int64 counts, evaluated per layer, not per example)
+    and ``predictor_tokens`` ([num_layers, B], tokens the predictor of each layer reads) add the skim predictors' cost.
     """
     total = layer_macs(kept_per_layer, shape).sum(0)
     if predictor_macs is not None and predictor_tokens is not None:
-        extra = torch.tensor(
-            [[predictor_macs(i, int(t)) for t in predictor_tokens[i].tolist()] for i in range(predictor_tokens.shape[0])],
-            dtype=torch.float64,
-            device=total.device,
-        )
-        total = total + extra.sum(0)
+        tokens = predictor_tokens.to(device=total.device, dtype=torch.int64)
+        for i in range(tokens.shape[0]):
+            total = total + torch.as_tensor(predictor_macs(i, tokens[i]), dtype=torch.float64, device=total.device)
     return total
 
 

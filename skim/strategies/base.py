@@ -106,8 +106,9 @@ class SkimStrategy(nn.Module):
     #: ran the layer (Block-Skim, "layer")
     predictor_reads: ClassVar[str] = "layer"
 
-    def predictor_macs(self, layer: int, tokens: int, hidden: int) -> int:
-        """Multiply-accumulates of this strategy's predictor at ``layer`` for ``tokens`` live tokens."""
+    def predictor_macs(self, layer: int, tokens: torch.Tensor, hidden: int) -> torch.Tensor | int:
+        """Multiply-accumulates of this strategy's predictor at ``layer`` for ``tokens`` live tokens (a tensor of
+        per-example counts: compute element-wise)."""
         return 0
 
     def predictor_tokens(self, out: EncoderOutput) -> torch.Tensor:

@@ -233,7 +233,7 @@ class BlockSkim(SkimStrategy):
         state.extras.setdefault("block_keep", {})[i] = keep
         return keep.repeat_interleave(bs, dim=1)[:, :n]
 
-    def predictor_macs(self, layer: int, tokens: int, hidden: int) -> int:
+    def predictor_macs(self, layer: int, tokens: torch.Tensor, hidden: int) -> torch.Tensor | int:
         """CNN cost on the ceil(tokens / bs) blocks that enter layer ``layer``'s predictor (BN/ReLU/pool ignored)."""
         if layer not in self.skim_layers:
             return 0

@@ -188,7 +188,7 @@ class Transkimmer(SkimStrategy):
         return {"skim_loss": self.cfg.skim_coefficient * skim_loss}
 
     # ---- cost of the predictors (for FLOPs accounting) ---------------------------------------------------
-    def predictor_macs(self, layer: int, tokens: int, hidden: int) -> int:
+    def predictor_macs(self, layer: int, tokens: torch.Tensor, hidden: int) -> torch.Tensor | int:
         if layer not in self.skim_layers:
             return 0
         inner = self.cfg.predictor_hidden or hidden
