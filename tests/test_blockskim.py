@@ -143,6 +143,25 @@ def test_diagonal_blocks_zero_dead_rows_and_ragged_tail():
     assert blocks[0, 1, :, 3:, :].abs().sum() == 0 and blocks[0, 1, :, :, 3:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("n", [31, 64, 70, 97])
+def test_diagonal_blocks_are_the_blocks_of_the_full_matrix(n):
+    """Blocks copied out of a strided view equal the blocks of the zero-padded full matrix, values and gradients,
+    for contiguous and transposed (non-contiguous) inputs."""
+    g = torch.Generator().manual_seed(n)
+    base = torch.rand(2, 3, n, n, generator=g, dtype=torch.float64)
+    alive = torch.rand(2, n, generator=g) > 0.2
+    for probs in (base.clone().requires_grad_(), base.transpose(-1, -2).clone().transpose(-1, -2).requires_grad_()):
+        got = diagonal_blocks(probs, alive, 32)
+        K, pad = -(-n // 32), -(-n // 32) * 32 - n
+        full = torch.nn.functional.pad(probs, (0, pad, 0, pad))
+        want = torch.stack([full[:, :, k * 32 : (k + 1) * 32, k * 32 : (k + 1) * 32] for k in range(K)], dim=1)
+        live = torch.nn.functional.pad(alive, (0, pad)).view(2, K, 1, 32).double()
+        want = want * live[..., :, None] * live[..., None, :]
+        assert torch.equal(got, want)
+        w = torch.rand(got.shape, generator=g, dtype=torch.float64)
+        assert torch.equal(*(torch.autograd.grad((x * w).sum(), probs)[0] for x in (got, want)))
+
+
 def test_blockskim_needs_eager_attention_and_answer_spans():
     from skim.strategies.blockskim import BlockSkim
 

@@ -92,11 +92,22 @@ def diagonal_blocks(probs: torch.Tensor, alive: torch.Tensor, block_size: int) -
     pad = K * block_size - n
     live = F.pad(alive, (0, pad)).view(B, K, 1, block_size).to(probs.dtype)
     if probs.dim() == 4:
-        if pad:
-            probs = F.pad(probs, (0, pad, 0, pad))
-        x = probs.view(B, probs.shape[1], K, block_size, K, block_size)
-        probs = torch.diagonal(x, dim1=2, dim2=4).permute(0, 4, 1, 2, 3)  # [B, K, H, bs, bs]
+        probs = _diagonal_of(probs, block_size)
     return probs * live[..., :, None] * live[..., None, :]
+
+
+def _diagonal_of(probs: torch.Tensor, bs: int) -> torch.Tensor:
+    """[B, H, n, n] -> its diagonal [B, K, H, bs, bs] blocks, copying only them (1/K of the tensor): the full blocks
+    are a strided view, the ragged last one is padded on its own."""
+    B, H, n, _ = probs.shape
+    full = n // bs
+    s0, s1, s2, s3 = probs.stride()
+    blocks = probs.as_strided((B, H, full, bs, bs), (s0, s1, bs * (s2 + s3), s2, s3), probs.storage_offset())
+    if full * bs < n:
+        rest = bs - (n - full * bs)
+        tail = F.pad(probs[..., full * bs :, full * bs :], (0, rest, 0, rest))
+        blocks = torch.cat([blocks, tail[:, :, None]], dim=2)
+    return blocks.permute(0, 2, 1, 3, 4)
 
 
 def _fused_attention_with_lse(query, key, value, additive_mask, scaling):
