@@ -16,13 +16,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from skim.errors import ConfigError
+
 DEFAULT_METRICS = ("val/em", "val/f1", "val/acc", "val/skim/kept_mean", "val/flops/speedup", "val/flops/speedup_vs_padded")
 
 
 def load_rows(path: str | Path, under: str | list[str] | None = None) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.exists():
-        raise SystemExit(f"skim.report: no results file at {p}")
+        raise ConfigError(f"--file {p}: no results file there (a finished train/eval/benchmark job appends to it)")
     folders = [under] if isinstance(under, str) else list(under or [])
     rows = []
     for n, line in enumerate(p.read_text().splitlines(), 1):
@@ -31,7 +33,7 @@ def load_rows(path: str | Path, under: str | list[str] | None = None) -> list[di
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise SystemExit(f"skim.report: {p}:{n}: not a JSON line ({err.msg})") from None
+            raise ConfigError(f"--file {p}:{n}: not a JSON line ({err.msg})") from None
         if under and not any(str(Path(row.get("run_dir", "")).resolve()).startswith(str(Path(u).resolve())) for u in folders):
             continue
         rows.append(row)
@@ -130,7 +132,7 @@ def pareto_figure(rows: list[dict[str, Any]], accuracy: str, speed: str = "val/f
 
     pts = [(float(r["metrics"][speed]), float(r["metrics"][accuracy]), r) for r in rows if speed in r.get("metrics", {}) and accuracy in r.get("metrics", {})]
     if not pts:
-        raise SystemExit(f"skim.report: no rows with both {accuracy} and {speed}")
+        raise ConfigError(f"--plot: no rows with both {accuracy} and {speed}; choose them with --accuracy / --speed")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for c, name in enumerate(sorted({str(r.get("skim")) for _, _, r in pts})):
@@ -193,17 +195,21 @@ def main(argv: list[str] | None = None) -> int:
         from skim.utils.resolvers import skim_root
 
         args.file = str(Path(skim_root()) / "logs" / "results.jsonl")
-    rows = load_rows(args.file, args.under)
-    if not rows:
-        print("no finished runs found", file=sys.stderr)
-        return 1
-    table = markdown_table(rows, tuple(args.metrics))
+    try:
+        rows = load_rows(args.file, args.under)
+        if not rows:
+            raise ConfigError(f"no finished runs in {args.file}" + (f" under {' '.join(args.under)}" if args.under else ""))
+        table = markdown_table(rows, tuple(args.metrics))
+        acc = args.accuracy or ("val/f1" if any("val/f1" in r.get("metrics", {}) for r in rows) else "val/acc")
+        plot = pareto_plot(rows, args.plot, acc, args.speed) if args.plot else None
+    except ConfigError as err:
+        print(f"skim: error: {err}", file=sys.stderr)
+        return 2
     print(table)
     if args.output:
         Path(args.output).write_text(table + "\n")
-    if args.plot:
-        acc = args.accuracy or ("val/f1" if any("val/f1" in r.get("metrics", {}) for r in rows) else "val/acc")
-        print(f"plot: {pareto_plot(rows, args.plot, acc, args.speed)}")
+    if plot:
+        print(f"plot: {plot}")
     return 0
 
 

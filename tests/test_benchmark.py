@@ -139,3 +139,19 @@ def test_pareto_plot_draws_partial_points_hollow_and_keeps_them_off_the_front():
     assert list(zip(front.get_xdata(), front.get_ydata())) == [(1.0, 80.0), (1.5, 78.0)]
     assert any("(40/100)" in t.get_text() for t in ax.texts)
     plt.close(fig)
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    from skim.report import main
+
+    assert main(["--file", str(tmp_path / "none.jsonl")]) == 2
+    assert capsys.readouterr().err.startswith(f"skim: error: --file {tmp_path / 'none.jsonl'}: no results file")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"run_dir": "/r/0", "metrics": {}}\nnot json\n')
+    assert main(["--file", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"skim: error: --file {bad}:2: not a JSON line")
+    assert main(["--file", str(bad.with_name("ok.jsonl"))]) == 2
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"run_dir": "/r/0", "skim": "none", "metrics": {"val/acc": 90.0}}\n')
+    assert main(["--file", str(ok), "--under", "/elsewhere"]) == 2
+    assert capsys.readouterr().err.strip().endswith("no finished runs in " + str(ok) + " under /elsewhere")
