@@ -151,14 +151,31 @@ def make_batches(datamodule, batch_size: int, num_batches: int, device) -> list[
     return batches
 
 
+def check_options(cfg: DictConfig) -> None:
+    """The benchmark's own options, checked before any data or model is built."""
+    for key in ("batch_sizes", "dtypes", "dense_attention"):
+        if not OmegaConf.is_list(cfg[key]) or not len(cfg[key]):
+            raise ConfigError(f"{key} must be a non-empty list, e.g. {key}=[a,b], got {cfg[key]!r}")
+    for key, values in (("batch_sizes", list(cfg.batch_sizes)), ("num_batches", [cfg.num_batches]), ("warmup", [cfg.warmup])):
+        low = 0 if key == "warmup" else 1
+        bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or v < low]
+        if bad:
+            raise ConfigError(f"{key}: {bad[0]!r} is not an integer >= {low}")
+    for dt in cfg.dtypes:
+        if dt not in DTYPES:
+            raise ConfigError(f"dtypes: unknown {dt!r}; use {sorted(DTYPES)}")
+    for impl in cfg.dense_attention:
+        if impl not in ("eager", "sdpa"):
+            raise ConfigError(f"dense_attention: unknown {impl!r}; use eager and/or sdpa")
+
+
+
 def benchmark(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
     from tqdm.auto import tqdm
 
     validate_config(cfg)
-    for dt in cfg.dtypes:
-        if dt not in DTYPES:
-            raise ConfigError(f"dtypes: unknown {dt!r}; use {sorted(DTYPES)}")
+    check_options(cfg)
     if cfg.get("ckpt_path"):
         read_checkpoint(cfg.ckpt_path, "ckpt_path")
     torch.manual_seed(cfg.seed)

@@ -219,3 +219,18 @@ def test_best_checkpoint_survives_a_resume_into_a_new_directory(tmp_path):
     assert best.best_model_path == str(old / "best.ckpt") and float(best.best_model_score) == 50.0
     assert not best.check_monitor_top_k(trainer, torch.tensor(10.0))
     assert best.check_monitor_top_k(trainer, torch.tensor(60.0))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("batch_sizes=[abc]", "batch_sizes: 'abc' is not an integer >= 1"),
+    ("batch_sizes=[0]", "batch_sizes: 0 is not an integer >= 1"),
+    ("batch_sizes=4", "batch_sizes must be a non-empty list"),
+    ("num_batches=-1", "num_batches: -1 is not an integer >= 1"),
+    ("dtypes=[fp64]", "dtypes: unknown 'fp64'"),
+    ("dense_attention=[flash]", "dense_attention: unknown 'flash'"),
+])
+def test_benchmark_options_are_checked_before_any_data(tmp_run_root, capsys, override, message):
+    from skim.benchmark import benchmark
+
+    cfg = _cfg(["model=tiny", "data=squad_local", "data.validation_file=/nonexistent.json", override], tmp_run_root / "b", "benchmark")
+    assert message in _one_line_error(capsys, benchmark, cfg)
