@@ -134,7 +134,7 @@ def _local_dm(name, minilm_path, tmp_path, **kw) -> ClassificationDataModule:
 
 @pytest.mark.parametrize("name", list(LOCAL))
 def test_local_config_batches(name, minilm_path, tmp_path, clean_hydra):
-    train, _, dev, _, labels = LOCAL[name]
+    train, _, dev, dev_size, labels = LOCAL[name]
     require_shared(SHARED_DATA / dev)
     spec = TASKS[name]
     dm = _local_dm(name, minilm_path, tmp_path, max_train_samples=64, max_eval_samples=64)
@@ -164,7 +164,7 @@ def test_local_config_batches(name, minilm_path, tmp_path, clean_hydra):
     assert val["labels"].tolist() == pytest.approx(dm.eval_examples["label"][: len(val["labels"])])
     assert dm.describe() == {
         "data": name, "padding": "dynamic", "group_by_length": False, "max_seq_length": spec.max_seq_length,
-        "train_examples": 64 if train else None, "eval_examples": 64,
+        "train_examples": 64 if train else None, "eval_examples": 64, "eval_split_examples": dev_size,
     }
     if name == "20news":
         assert dm.num_labels == 20 and len(dm.label_names) == 20

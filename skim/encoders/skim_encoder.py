@@ -186,6 +186,9 @@ class SkimEncoder(nn.Module):
 
     def apply_keep(self, state: SkimState, keep: torch.Tensor) -> None:
         """Intersect the alive set with ``keep`` ([B, n] bool, current coordinates); prune mode packs at once."""
+        if state.mode == "prune":
+            # the tokens leaving now keep their current state as their output: written once, here
+            self._write_forward(state, state.alive & ~keep)
         state.alive = state.alive & keep
         if state.mode == "prune":
             self._pack(state)
@@ -237,13 +240,17 @@ class SkimEncoder(nn.Module):
                 self._capture_layers.discard(i)
             probs = self._captured.pop(i, None)
 
-            # tokens that took part in this layer overwrite their forwarded state; dead ones keep their last one
             state.hidden = out
-            state.forwarded = self._scatter_forward(state, out)
+            if mode == "mask":
+                # tokens that took part in this layer overwrite their forwarded state; dead ones keep their last one
+                state.forwarded = self._merge_forward(state, out)
             keep = strategy.after_layer(state, probs)
             if keep is not None:
                 self.apply_keep(state, keep)
 
+        if mode == "prune":
+            # prune mode writes a token's output once: when it is dropped (apply_keep) or, for survivors, here
+            self._write_forward(state, state.alive)
         final_keep = state.alive_full
         return EncoderOutput(
             last_hidden_state=state.forwarded,
@@ -257,14 +264,21 @@ class SkimEncoder(nn.Module):
         )
 
     @staticmethod
-    def _scatter_forward(state: SkimState, out: torch.Tensor) -> torch.Tensor:
-        if state.mode == "mask":
-            if state.keep_weight is not None:
-                # differentiable merge (straight-through keep weights, Transkimmer training)
-                w = state.keep_weight[..., None].to(out.dtype)
-                return state.forwarded * (1 - w) + out * w
-            return torch.where(state.alive[..., None], out, state.forwarded)
-        # prune: rows of ``pos`` are distinct (a prefix of a permutation), so the scatter has no collisions
-        idx = state.pos[..., None].expand_as(out)
-        src = torch.where(state.alive[..., None], out, state.forwarded.gather(1, idx))
-        return state.forwarded.scatter(1, idx, src)
+    def _merge_forward(state: SkimState, out: torch.Tensor) -> torch.Tensor:
+        """Mask mode: the full-length forwarded state after a layer (alive tokens take the layer's output)."""
+        if state.keep_weight is not None:
+            # differentiable merge (straight-through keep weights, Transkimmer training)
+            w = state.keep_weight[..., None].to(out.dtype)
+            return state.forwarded * (1 - w) + out * w
+        return torch.where(state.alive[..., None], out, state.forwarded)
+
+    @staticmethod
+    def _write_forward(state: SkimState, rows: torch.Tensor) -> None:
+        """Prune mode: store the current state of the tokens in ``rows`` ([B, n] bool, current coordinates) as their
+        output in the full-length ``state.forwarded``."""
+        if not bool(rows.any()):
+            return
+        # rows of ``pos`` are distinct (a prefix of a permutation), so the scatter has no collisions
+        idx = state.pos[..., None].expand_as(state.hidden)
+        src = torch.where(rows[..., None], state.hidden, state.forwarded.gather(1, idx))
+        state.forwarded = state.forwarded.scatter(1, idx, src)
