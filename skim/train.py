@@ -61,6 +61,8 @@ def train(cfg: DictConfig) -> dict:
         if final != "none" and not trainer.fast_dev_run:
             final_weights = final_checkpoint(trainer, final)
             trainer.validate(module, datamodule=datamodule, ckpt_path=final_weights.get("path"), weights_only=True)
+        else:  # the metrics are those of the fit's last validation
+            final_weights = {"weights": "the fit's last validation"}
     except SIGTERMException as err:
         raise RunInterrupted(f"interrupted by SIGTERM at step {trainer.global_step}; {resume_hint(trainer)}") from err
 
