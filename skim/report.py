@@ -89,7 +89,8 @@ def markdown_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = DEFAUL
     for r in rows:
         m = r.get("metrics", {})
         cells = [
-            Path(r.get("run_dir", "?")).name,
+            # what the row is (task and swept setting); the run directory name is only a timestamp
+            " ".join(x for x in (str(r.get("task_name") or Path(r.get("run_dir", "?")).name), point_label(r)) if x),
             str(r.get("model")),
             str(r.get("skim")),
             str(r.get("data")),
