@@ -73,7 +73,7 @@ def build_modules(cfg: DictConfig, datamodule) -> tuple[Any, Any]:
     dense_cfg["model"]["random_init"] = True  # weights are copied below: never load them twice
     dense_cfg.pop("_convert_", None)
     dense_mod = get_class(dense_cfg.pop("_target_"))(**dense_cfg, **extra)
-    missing, unexpected = dense_mod.load_state_dict(skim_mod.state_dict(), strict=False)
+    missing, _ = dense_mod.load_state_dict(skim_mod.state_dict(), strict=False)
     if missing:
         raise RuntimeError(f"dense model misses weights of the skim model: {missing[:5]}")
     return skim_mod.eval(), dense_mod.eval()
@@ -254,8 +254,10 @@ def markdown(report: dict) -> str:
     lines = [
         f"# skim benchmark — {report['device']}",
         "",
-        f"model `{report['model']}`, skim `{report['skim'].get('name')}`, padding `{report['padding']}`, "
-        f"versions {', '.join(f'{k} {v}' for k, v in report['versions'].items())}",
+        (
+            f"model `{report['model']}`, skim `{report['skim'].get('name')}`, padding `{report['padding']}`, "
+            f"versions {', '.join(f'{k} {v}' for k, v in report['versions'].items())}"
+        ),
         "",
         "| bs | dtype | dense attn | dense seq/s | skim seq/s | skim p50 ms | skim p90 ms | dense p50 ms | GFLOPs dense/skim | analytic × | measured × | realised/analytic |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -86,7 +86,7 @@ def run_overrides_for(argv: list[str]) -> list[str]:
         k = _key(o)
         # a group chosen here (skim=none) also drops the run's settings inside that group (skim.threshold=...)
         replaced = any(k.startswith(g + ".") for g in given)
-        if k in given or replaced or k.split(".")[0] in _TRAIN_ONLY or k.startswith("hydra") or k.startswith("trainer"):
+        if k in given or replaced or k.split(".")[0] in _TRAIN_ONLY or k.startswith(("hydra", "trainer")):
             continue
         out.append(o)
     return out

@@ -46,7 +46,7 @@ def test_budget_per_layer_protected_tokens_and_mask_equals_prune(name):
 def test_random_is_seeded_and_differs_from_truncation():
     ids, mask = ragged_batch(8, 70, min_len=40)
     protect = _protect(mask, 1)
-    run = lambda name, seed=0: _encoder(name, schedule=[1.0, 0.5], seed=seed).forward(ids, mask, mode="prune", protect_mask=protect).final_keep  # noqa: E731
+    run = lambda name, seed=0: _encoder(name, schedule=[1.0, 0.5], seed=seed).forward(ids, mask, mode="prune", protect_mask=protect).final_keep
     with torch.no_grad():
         a, b, c = run("random"), run("random"), run("random", seed=1)
         first = SkimEncoder(tiny_bert(attn="sdpa", layers=4, seed=0), build_strategy({"name": "forced", "schedule": [1.0, 0.5]})).eval()(

@@ -211,7 +211,7 @@ def test_datamodule_config_errors(minilm_path, tmp_path):
     with pytest.raises(ConfigError, match="not divisible by the number of devices"):
         dm._per_device(32)
     with pytest.raises(ConfigError, match="model_max_length"):
-        ClassificationDataModule(tokenizer=minilm_path, name="sst2", max_seq_length=1024).tokenizer
+        _ = ClassificationDataModule(tokenizer=minilm_path, name="sst2", max_seq_length=1024).tokenizer
 
 
 def test_collate():

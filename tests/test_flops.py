@@ -15,8 +15,8 @@ from skim.strategies.transkimmer import ATTN_NAME
 from tests.conftest import calibrate_blockskim_threshold
 
 SHAPES = {
-    "tiny": dict(hidden_size=64, num_attention_heads=4, intermediate_size=128),
-    "minilm": dict(hidden_size=384, num_attention_heads=12, intermediate_size=1536),
+    "tiny": {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128},
+    "minilm": {"hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536},
 }
 
 

@@ -55,7 +55,7 @@ def test_train_on_a_real_squad_slice(skim, tmp_run_root):
     assert record["data_info"]["eval_examples"] == 64
     # wall-clock of the fit, its final validation inside it
     assert 0 < record["timing"]["last_validation_s"] < record["timing"]["fit_s"]
-    rows = list(csv.DictReader(open(out / "csv" / "metrics.csv")))
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").read_text().splitlines()))
     assert any(r.get("val/f1") for r in rows)
     results = (tmp_run_root / "logs" / "results.jsonl").read_text().splitlines()
     assert json.loads(results[-1])["metrics"]["val/f1"] == metrics["val/f1"]

@@ -246,12 +246,12 @@ class ClassificationDataModule(SkimDataModule):
             batched=True,
             with_indices=True,
             remove_columns=raw.column_names,
-            fn_kwargs=dict(
-                tokenizer=self.tokenizer,
-                max_seq_length=self.max_seq_length,
-                pair=self.spec.is_pair,
-                pad_to_max_length=self.padding == "max_length",
-            ),
+            fn_kwargs={
+                "tokenizer": self.tokenizer,
+                "max_seq_length": self.max_seq_length,
+                "pair": self.spec.is_pair,
+                "pad_to_max_length": self.padding == "max_length",
+            },
             cache_file_name=str(tmp),
             desc=f"tokenising {self.spec.name} {role}",
         )

@@ -256,13 +256,13 @@ class QADataModule(SkimDataModule):
             batched=True,
             with_indices=True,
             remove_columns=raw.column_names,
-            fn_kwargs=dict(
-                tokenizer=tok,
-                max_seq_length=hp.max_seq_length,
-                doc_stride=hp.doc_stride,
-                max_query_length=hp.max_query_length,
-                pad_to_max_length=self.padding == "max_length",
-            ),
+            fn_kwargs={
+                "tokenizer": tok,
+                "max_seq_length": hp.max_seq_length,
+                "doc_stride": hp.doc_stride,
+                "max_query_length": hp.max_query_length,
+                "pad_to_max_length": self.padding == "max_length",
+            },
             cache_file_name=str(tmp),
             desc=f"tokenising {split}",
         )

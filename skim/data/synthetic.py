@@ -248,9 +248,8 @@ def synthetic_json_bytes(obj: dict[str, Any]) -> bytes:
 
 def _write_if_changed(path: Path, content: bytes) -> bool:
     """Atomically write `content` unless the file already holds exactly it; True if written."""
-    if path.is_file():
-        if hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(content).digest():
-            return False
+    if path.is_file() and hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(content).digest():
+        return False
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(content)
     os.replace(tmp, path)  # atomic: concurrent readers (e.g. other DDP ranks) never see a partial file

@@ -141,7 +141,7 @@ class QAModule(SkimTaskModule):
             return
         start_logits, end_logits = merge_feature_logits(idx, st, en, len(features))
         v2 = bool(dm.version_2_with_negative)
-        preds, nbest, null_odds = postprocess_qa_predictions(
+        preds, _, null_odds = postprocess_qa_predictions(
             examples,
             features,
             start_logits,

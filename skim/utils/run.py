@@ -31,7 +31,7 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     if not cfg:
         return []
     out = []
-    for _, node in cfg.items():
+    for node in cfg.values():
         if isinstance(node, DictConfig) and "_target_" in node:
             out.append(instantiate(node))
     return out
@@ -50,8 +50,8 @@ def root_cause(err: BaseException) -> BaseException:
 def git_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parents[2]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5)
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=False)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5, check=False)
         if sha.returncode:
             return None
         return sha.stdout.strip()[:12] + ("-dirty" if dirty.stdout.strip() else "")

@@ -31,4 +31,4 @@ def compose_cfg(overrides: list[str], config_name: str = "train", output_dir: Pa
 
 def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline", **(env_extra or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
