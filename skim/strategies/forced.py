@@ -43,17 +43,17 @@ class ForcedSkim(SkimStrategy):
 
     def __init__(self, cfg: ForcedConfig):
         super().__init__(cfg)
-        if cfg.match_run:
-            cfg.schedule = matched_schedule(cfg.match_run)
-        ratios = cfg.schedule
+        # the config keeps what the user gave (a run directory); the schedule it stands for is derived here
+        self.schedule = matched_schedule(cfg.match_run) if cfg.match_run else cfg.schedule
+        ratios = self.schedule
         if ratios is not None and any(not 0.0 <= r <= 1.0 for r in ratios):
             raise ConfigError(f"skim.schedule ratios must lie in [0, 1], got {ratios}")
         if not 0.0 <= cfg.keep_ratio <= 1.0:
             raise ConfigError(f"skim.keep_ratio must lie in [0, 1], got {cfg.keep_ratio}")
 
     def ratio(self, layer: int) -> float:
-        if self.cfg.schedule:
-            return self.cfg.schedule[min(layer, len(self.cfg.schedule) - 1)]
+        if self.schedule:
+            return self.schedule[min(layer, len(self.schedule) - 1)]
         return self.cfg.keep_ratio if layer > self.cfg.keep_after else 1.0
 
     def before_layer(self, state: SkimState) -> torch.Tensor | None:
