@@ -134,6 +134,8 @@ def test_transkimmer_runs_on_qa(minilm_path):
     start, end, out = module(batch)
     terms = module._losses(start, end, out, batch)
     assert set(terms) == {"qa_loss", "skim_loss", "loss"}
+    # the default qa_skimmed=exclude: a token skimmed in training can no more be the answer than one pruned at eval
+    assert (start[~out.final_keep] == -100.0).all() and (start[out.final_keep] > -100.0).all()
     terms["loss"].backward()
     module.eval()
     with torch.no_grad():
@@ -153,3 +155,53 @@ def test_straight_through_gradient_reaches_skimmed_tokens():
     dropped = (m == 0) & mask.bool()
     assert dropped.any()
     assert grad[dropped].abs().gt(0).float().mean() > 0.9
+
+
+def test_qa_exclude_is_the_span_softmax_over_kept_tokens():
+    """qa_skimmed=exclude (default): skimmed positions get Block-Skim's -100 and, with straight-through keep weights,
+    d loss / d w at a kept position is p - y of the softmax over kept positions (as additive attention masking)."""
+    from skim.encoders.skim_encoder import EncoderOutput
+    from skim.models.qa_module import exclude_skimmed
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 12, generator=g) * 3
+    w = (torch.rand(3, 12, generator=g) > 0.4).float()
+    w[:, 0] = 1.0
+    target = torch.tensor([0, 3, 5])
+    w[1, 3] = 1.0
+    w[2, 5] = 0.0  # a skimmed answer: a large but finite loss
+    w.requires_grad_(True)
+    out = EncoderOutput(last_hidden_state=torch.zeros(3, 12, 1), final_keep=w.detach() > 0, kept_per_layer=torch.zeros(1, 3),
+                        tokens_before_decision=torch.zeros(1, 3), real_tokens=torch.full((3,), 12), special_per_layer=torch.zeros(1, 3),
+                        special_tokens=torch.ones(3), extras={}, final_keep_weight=w)
+    z = exclude_skimmed(logits, out, -100.0)
+    kept = w.detach() > 0
+    assert torch.equal(z[kept], logits[kept]) and (z[~kept] == -100.0).all()
+    loss = torch.nn.functional.cross_entropy(z, target, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, w)
+    assert torch.isfinite(grad).all() and torch.isfinite(loss)
+    p = torch.softmax(z.detach(), -1)
+    expected = p - torch.nn.functional.one_hot(target, 12)
+    torch.testing.assert_close(grad[kept], expected[kept])
+    # the hard-mask path (evaluation, Block-Skim) writes the same values
+    out.final_keep_weight = None
+    assert torch.equal(exclude_skimmed(logits, out, -100.0), z.detach())
+
+
+@pytest.mark.parametrize("qa_skimmed", ["forward", "exclude"])
+def test_keep_weights_reach_stale_states_only_when_they_are_read(qa_skimmed):
+    """A token skimmed before layer 0 keeps its embedding as its output. With qa_skimmed=forward (the original) the
+    span head reads that stale state, so the straight-through weight carries the gradient there; with exclude the
+    state is never read and the predictor gets no gradient from it."""
+    enc = _encoder(spread=1.0, qa_skimmed=qa_skimmed).train()
+    ids, mask = ragged_batch(4, 40, min_len=40)
+    torch.manual_seed(0)
+    out = enc(ids, mask, mode="mask")
+    dropped0 = (out.extras["tk_masks"][0][0] == 0) & mask.bool()
+    assert dropped0.any()
+    weight = enc.strategy.predictors["0"].net[-1].weight
+    (grad,) = torch.autograd.grad(out.last_hidden_state[dropped0].pow(2).sum(), weight, allow_unused=True)
+    if qa_skimmed == "forward":
+        assert grad is not None and grad.abs().sum() > 0
+    else:
+        assert grad is None or grad.abs().sum() == 0

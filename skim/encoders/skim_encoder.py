@@ -122,6 +122,9 @@ class EncoderOutput:
     special_per_layer: torch.Tensor  # [num_layers, B] live protected tokens entering each layer
     special_tokens: torch.Tensor  # [B] protected tokens per example
     extras: dict[str, Any]
+    # [B, L] float keep weights with straight-through gradients after the last layer (mask-mode training of a
+    # strategy that sets ``SkimState.keep_weight``), else None: ``final_keep`` as a differentiable quantity
+    final_keep_weight: torch.Tensor | None = None
 
 
 class SkimEncoder(nn.Module):
@@ -243,7 +246,7 @@ class SkimEncoder(nn.Module):
             state.hidden = out
             if mode == "mask":
                 # tokens that took part in this layer overwrite their forwarded state; dead ones keep their last one
-                state.forwarded = self._merge_forward(state, out)
+                state.forwarded = self._merge_forward(state, out, strategy.forwarded_state_gradient)
             keep = strategy.after_layer(state, probs)
             if keep is not None:
                 self.apply_keep(state, keep)
@@ -261,14 +264,16 @@ class SkimEncoder(nn.Module):
             special_per_layer=torch.stack(state.special_per_layer),
             special_tokens=state.protect_full.sum(1),
             extras=state.extras,
+            final_keep_weight=state.keep_weight if mode == "mask" else None,
         )
 
     @staticmethod
-    def _merge_forward(state: SkimState, out: torch.Tensor) -> torch.Tensor:
+    def _merge_forward(state: SkimState, out: torch.Tensor, gradient: bool = True) -> torch.Tensor:
         """Mask mode: the full-length forwarded state after a layer (alive tokens take the layer's output)."""
         if state.keep_weight is not None:
             # differentiable merge (straight-through keep weights, Transkimmer training)
-            w = state.keep_weight[..., None].to(out.dtype)
+            w = state.keep_weight if gradient else state.keep_weight.detach()
+            w = w[..., None].to(out.dtype)
             return state.forwarded * (1 - w) + out * w
         return torch.where(state.alive[..., None], out, state.forwarded)
 

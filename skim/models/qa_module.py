@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skim.encoders.skim_encoder import EncoderOutput
 from skim.metrics.squad import squad_v1_scores, squad_v2_scores
 from skim.models.base_module import SkimTaskModule
 from skim.models.postprocess import merge_feature_logits, postprocess_qa_predictions
@@ -57,8 +58,7 @@ class QAModule(SkimTaskModule):
         fill = self.strategy.skimmed_logit
         if fill is not None:
             # tokens removed by the strategy can never be predicted as an answer (Block-Skim: -100)
-            start = start.masked_fill(~out.final_keep, fill)
-            end = end.masked_fill(~out.final_keep, fill)
+            start, end = exclude_skimmed(start, out, fill), exclude_skimmed(end, out, fill)
         return start, end, out
 
     def _losses(self, start, end, out, batch) -> dict[str, torch.Tensor]:
@@ -190,3 +190,17 @@ def _restrict_to_complete(examples: list[dict], features: list[dict], idx: np.nd
     remap = {o: n for n, o in enumerate(old)}
     new_idx = np.array([remap.get(int(i), -1) for i in idx], dtype=np.int64)
     return kept_examples, [features[o] for o in old], new_idx
+
+
+def exclude_skimmed(logits: torch.Tensor, out: EncoderOutput, fill: float) -> torch.Tensor:
+    """Write ``fill`` at the positions that did not survive to the output.
+
+    With straight-through keep weights w (mask-mode training) kept positions get ``+ log w`` (0 in the forward pass):
+    the span softmax is then the softmax over kept tokens, differentiable in w with d loss/d w = p - y per position,
+    which is how additive attention masking treats a skimmed key. The clamp keeps the gradient finite at w = 0.
+    """
+    w = out.final_keep_weight
+    if w is None:
+        return logits.masked_fill(~out.final_keep, fill)
+    w = w.to(logits.dtype)
+    return torch.where(w > 0, logits + w.clamp_min(torch.finfo(w.dtype).tiny).log(), torch.full_like(logits, fill))

@@ -42,6 +42,9 @@ class SkimStrategy(nn.Module):
     requires_attention_probs: ClassVar[bool] = False
     #: QA logit written at positions that did not survive to the output (None: use their forwarded state)
     skimmed_logit: float | None = None
+    #: mask-mode training with straight-through keep weights: whether those weights also reach the forwarded state of
+    #: a skimmed token (its stale hidden state); pointless, and harmful to the predictor, when no head reads that state
+    forwarded_state_gradient: bool = True
     #: attention implementation the strategy brings (a registered HF attention function), if any
     attn_implementation: ClassVar[str | None] = None
 

@@ -10,6 +10,12 @@ forwarded to the output. See ``../shared/docs/algorithms.md`` §2. The original 
 * ``eval_decision`` – ``gumbel``: the original samples at evaluation too (stochastic); ``argmax`` (default).
 * ``loss_denominator`` – ``padded``: the original divides kept counts (padding included) by the padded length;
   ``real`` (default): kept real tokens over real tokens, per example.
+* ``qa_skimmed`` (extractive QA only) – ``forward``: as the original, a skimmed token keeps its stale hidden state
+  and the span head scores it like any other; ``exclude`` (default): a skimmed token cannot be the answer (Block-Skim's
+  rule), the span softmax runs over kept tokens (differentiable in the keep weights), and the keep weights carry no
+  gradient into stale states that no head reads. On real SQuAD ``forward`` never starts to skim: at the dense
+  checkpoint the straight-through gradient through the stale states pushes the mean token towards "keep" harder than
+  the skim loss pushes it away (README, "Why Transkimmer did not skim on SQuAD").
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ class TranskimmerConfig(StrategyConfig):
     loss_denominator: str = "real"
     #: layers with a predictor (None = every layer)
     skim_layers: list[int] | None = None
+    #: extractive QA: "exclude" skimmed tokens from the answer (fixed) or score their "forward"ed state (original)
+    qa_skimmed: str = "exclude"
 
 
 class SkimPredictor(nn.Module):
@@ -99,7 +107,6 @@ class Transkimmer(SkimStrategy):
     name = "transkimmer"
     config_class = TranskimmerConfig
     supported_tasks = ("qa", "cls")
-    skimmed_logit = None  # skimmed tokens keep their forwarded state, as the original
     predictor_reads = "before"
     attn_implementation = ATTN_NAME
 
@@ -109,6 +116,7 @@ class Transkimmer(SkimStrategy):
             ("mask_mode", ("additive", "multiply")),
             ("eval_decision", ("argmax", "gumbel")),
             ("loss_denominator", ("real", "padded")),
+            ("qa_skimmed", ("exclude", "forward")),
         ):
             if getattr(cfg, key) not in allowed:
                 raise ConfigError(f"skim.{key} must be one of {allowed}, got {getattr(cfg, key)!r}")
@@ -118,6 +126,9 @@ class Transkimmer(SkimStrategy):
             raise ConfigError(f"skim.tau must be > 0, got {cfg.tau}")
         self.predictors = nn.ModuleDict()
         self.skim_layers: list[int] = []
+        excluded = cfg.qa_skimmed == "exclude"
+        self.skimmed_logit = -100.0 if excluded else None  # Block-Skim's value; None: score the forwarded state
+        self.forwarded_state_gradient = not excluded
 
     @classmethod
     def check_compatible(cls, task: str, attn_implementation: str) -> None:
