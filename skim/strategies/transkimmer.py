@@ -159,12 +159,14 @@ class Transkimmer(SkimStrategy):
         extras = state.extras
         if i == 0:
             extras["tk_masks"] = []  # (m over current coords, real mask, padded m) per predictor layer
+            extras["tk_decisions"] = {}  # layer -> this layer's own straight-through decision (skim.keep_pressure)
             state.keep_weight = None
         if i not in self.skim_layers:
             return None
         logits = self.predictors[str(i)](state.hidden)
         m = self._decide(logits)
         m = torch.where(state.pos == 0, torch.ones_like(m), m)  # [CLS] is never skimmed
+        extras["tk_decisions"][i] = m
         prev = state.keep_weight if state.keep_weight is not None else state.alive.to(m.dtype)
         m_pad = None
         if self.cfg.loss_denominator == "padded" and state.mode == "mask":

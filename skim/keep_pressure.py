@@ -1,0 +1,118 @@
+"""``python -m skim.keep_pressure``: which way the gradients push a straight-through skim predictor, layer by layer.
+
+A Transkimmer predictor learns from two forces on each token's keep decision m (one straight-through Gumbel sample per
+layer): the skim loss pulls m down (``d skim_loss / d m`` > 0) and the task loss pushes it up wherever keeping the token
+lowers the task loss (``-d task_loss / d m`` > 0). Both reach the predictor's logits through the same soft-sample
+factor, so their ratio per token says which way the predictor moves; their means say which way the shared bias moves.
+For ``n_batches`` training batches of ``data`` this writes ``keep_pressure.json`` / ``.md`` with, per layer, over the
+real tokens alive before that layer's decision ([CLS] excluded):
+
+* ``task_keep``: mean of ``-d task / d m`` (positive: the task wants tokens kept), ``task_abs``: its mean magnitude;
+* ``skim_pull``: mean of ``d skim / d m``;
+* ``net_keep`` = ``task_keep - skim_pull`` (positive: the mean token is pushed towards keep, the predictor cannot start
+  to skim) and ``share_task_wins``: tokens whose own task push exceeds their skim pull.
+
+The model is the run's starting point: ``model.init_checkpoint`` (dense weights, fresh predictors) or a trained
+``ckpt_path``. Gradients are those of one training step, dropout and Gumbel noise included (seeded).
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+import skim  # noqa: F401
+from skim.errors import ConfigError
+from skim.models.checkpoint import load_task_module
+from skim.utils.config_store import register_configs
+from skim.utils.run import git_commit, hydra_overrides, task_wrapper, validate_config, write_json
+
+register_configs()
+
+COLUMNS = ("tokens", "task_keep", "task_abs", "skim_pull", "net_keep", "share_task_wins")
+
+
+def keep_pressure(module, batches) -> list[dict[str, float]]:
+    """Per skim layer: the mean task push towards keep and skim-loss pull towards skip on the keep decisions."""
+    module.train()
+    sums: dict[int, torch.Tensor] = {}
+    for batch in batches:
+        outputs = module(batch)
+        terms = module._losses(*outputs, batch)
+        out = outputs[-1]
+        decisions = out.extras.get("tk_decisions")
+        if not decisions or "skim_loss" not in terms:
+            raise ConfigError("skim.keep_pressure needs a strategy with straight-through keep decisions and a skim loss (skim=transkimmer)")
+        task = sum(v for k, v in terms.items() if k not in ("loss", "skim_loss"))
+        layers = sorted(decisions)
+        ms = [decisions[i] for i in layers]
+        g_task = torch.autograd.grad(task, ms, retain_graph=True, allow_unused=True)
+        g_skim = torch.autograd.grad(terms["skim_loss"], ms, allow_unused=True)
+        alive = out.extras["tk_masks"]
+        for j, i in enumerate(layers):
+            before = batch["attention_mask"].bool() if j == 0 else alive[j - 1][1]
+            before = before.clone()
+            before[:, 0] = False  # [CLS] is never skimmed
+            push = -(g_task[j] if g_task[j] is not None else torch.zeros_like(ms[j]))[before]
+            pull = (g_skim[j] if g_skim[j] is not None else torch.zeros_like(ms[j]))[before]
+            row = torch.stack([torch.tensor(float(push.numel())), push.sum(), push.abs().sum(), pull.sum(), (push > pull).sum()])
+            sums[i] = sums.get(i, torch.zeros(5)) + row.detach().double()
+    rows = []
+    for i in sorted(sums):
+        n, push, push_abs, pull, wins = sums[i].tolist()
+        n = max(n, 1.0)
+        rows.append({"layer": i, "tokens": int(n), "task_keep": push / n, "task_abs": push_abs / n, "skim_pull": pull / n,
+                     "net_keep": (push - pull) / n, "share_task_wins": wins / n})
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| layer | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        cells = [str(r["tokens"])] + [f"{r[c]:.3g}" for c in COLUMNS[1:]]
+        lines.append(f"| {r['layer']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_keep_pressure(cfg: DictConfig) -> dict:
+    from hydra.utils import instantiate
+
+    validate_config(cfg)
+    if cfg.get("n_batches", 0) < 1:
+        raise ConfigError(f"n_batches must be a positive integer, got {cfg.get('n_batches')!r}")
+    if cfg.skim.name != "transkimmer":
+        raise ConfigError(f"skim.keep_pressure measures straight-through keep decisions (skim=transkimmer), got skim={cfg.skim.name}")
+    torch.manual_seed(cfg.seed)
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    if cfg.get("ckpt_path"):
+        module = load_task_module(cfg)
+    else:
+        extra = {}
+        if dm.task == "cls":
+            extra = {"num_labels": dm.num_labels, "is_regression": dm.is_regression, "metric_names": dm.metric_names}
+        module = instantiate(cfg.module, **extra)
+        module.init_from_checkpoint()
+    rows = keep_pressure(module, islice(iter(dm.train_dataloader()), cfg.n_batches))
+    out_dir = Path(cfg.paths.output_dir)
+    record = {"overrides": hydra_overrides(), "git_commit": git_commit(), "n_batches": cfg.n_batches,
+              "batch_size": cfg.data.batch_size, "data_info": dm.describe(), "layers": rows}
+    write_json(out_dir / "keep_pressure.json", record)
+    (out_dir / "keep_pressure.md").write_text(to_markdown(rows))
+    print(to_markdown(rows))
+    return {}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="keep_pressure")
+def main(cfg: DictConfig) -> None:
+    task_wrapper(run_keep_pressure)(cfg)
+
+
+if __name__ == "__main__":
+    main()
