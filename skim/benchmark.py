@@ -5,8 +5,8 @@ padding policy). For every batch size, dtype and dense attention kernel it repor
 analytic FLOPs, the measured speed-up (dense time / skim time) and realised/analytic ratio, and writes
 ``benchmark.json`` and ``benchmark.md`` into the run directory (device name, library versions, padding policy).
 
-Model: a trained checkpoint (``ckpt_path=...``), or a model shape with random weights and a forced schedule:
-    python -m skim.benchmark model=bert-base model.random_init=true skim=forced skim.keep_after=1 skim.keep_ratio=0.333
+Model: a trained checkpoint (``ckpt_path=...``), or a model shape with random weights and a fixed keep schedule:
+    python -m skim.benchmark model=bert-base model.random_init=true skim=truncate skim.keep_after=1 skim.keep_ratio=0.333
 """
 
 from __future__ import annotations

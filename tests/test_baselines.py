@@ -1,4 +1,4 @@
-"""Budget baselines without a predictor: ``skim=forced`` (the first tokens) and ``skim=random`` (protected tokens plus
+"""Budget baselines without a predictor: ``skim=truncate`` (the first tokens) and ``skim=random`` (protected tokens plus
 a seeded random choice), to a schedule or to another run's measured per-layer kept ratios (``skim.match_run``)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _protect(mask: torch.Tensor, first: int) -> torch.Tensor:
     return protect * mask
 
 
-@pytest.mark.parametrize("name", ["forced", "random"])
+@pytest.mark.parametrize("name", ["truncate", "random"])
 def test_budget_per_layer_protected_tokens_and_mask_equals_prune(name):
     ids, mask = ragged_batch(8, 70, min_len=20)
     protect = _protect(mask, 3)
@@ -49,7 +49,7 @@ def test_random_is_seeded_and_differs_from_truncation():
     run = lambda name, seed=0: _encoder(name, schedule=[1.0, 0.5], seed=seed).forward(ids, mask, mode="prune", protect_mask=protect).final_keep
     with torch.no_grad():
         a, b, c = run("random"), run("random"), run("random", seed=1)
-        first = SkimEncoder(tiny_bert(attn="sdpa", layers=4, seed=0), build_strategy({"name": "forced", "schedule": [1.0, 0.5]})).eval()(
+        first = SkimEncoder(tiny_bert(attn="sdpa", layers=4, seed=0), build_strategy({"name": "truncate", "schedule": [1.0, 0.5]})).eval()(
             ids, mask, mode="prune", protect_mask=protect).final_keep
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(a.sum(1), first.sum(1)) and not torch.equal(a, first)
@@ -66,7 +66,7 @@ def test_match_run_reads_the_measured_kept_ratios(tmp_path):
     strategy = build_strategy({"name": "random", "match_run": str(run)})
     assert [strategy.ratio(i) for i in range(5)] == [1.0, 0.62, 0.28, 0.11, 0.11]
     with pytest.raises(ConfigError, match="no metrics.json"):
-        build_strategy({"name": "forced", "match_run": str(tmp_path)})
+        build_strategy({"name": "truncate", "match_run": str(tmp_path)})
     (run / "metrics.json").write_text(json.dumps({"metrics": {"val/acc": 87.0}}))
     with pytest.raises(ConfigError, match="no per-layer kept ratios"):
         build_strategy({"name": "random", "match_run": str(run)})

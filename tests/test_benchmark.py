@@ -26,7 +26,7 @@ def test_benchmark_writes_json_and_markdown(tmp_run_root):
 
     out = tmp_run_root / "bench"
     cfg = compose_cfg(
-        [*TINY, "data=squad_local", "data.max_eval_samples=48", "skim=forced", "skim.keep_after=1", "skim.keep_ratio=0.333",
+        [*TINY, "data=squad_local", "data.max_eval_samples=48", "skim=truncate", "skim.keep_after=1", "skim.keep_ratio=0.333",
          "batch_sizes=[1,8]", "dtypes=[fp32,bf16]", "num_batches=2", "warmup=1", "progress_bar=false"],
         config_name="benchmark",
         output_dir=out,
@@ -96,7 +96,7 @@ def test_report_marks_partial_evaluations_from_recorded_counts(tmp_path):
     subset = _row("subset", "blockskim", 81.0, 1.5, {"eval_examples": 2000, "eval_split_examples": 10570})
     # a row without the split's size (older runs): its count, with no claim that the split was complete
     no_split = _row("old", "none", 80.0, 1.0, {"eval_examples": 2000})
-    unknown = _row("bench", "forced", 0.0, 3.0, None)
+    unknown = _row("bench", "truncate", 0.0, 3.0, None)
     rows = (full, limited, subset, no_split, unknown)
     assert [is_partial(r) for r in rows] == [False, True, True, False, False]
     assert [scored_cell(r) for r in rows] == [

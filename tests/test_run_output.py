@@ -164,7 +164,7 @@ def test_help_lists_the_groups_users_choose_and_no_schema(tmp_path):
     (skim_line,) = [ln for ln in res.stdout.splitlines() if ln.startswith("skim: ")]
     options = skim_line.removeprefix("skim: ").split(", ")
     assert options == sorted(p.stem for p in (Path(CONF) / "skim").glob("*.yaml"))
-    assert {"blockskim", "blockskim_fixed", "transkimmer", "forced", "none"} <= set(options)
+    assert {"blockskim", "blockskim_fixed", "transkimmer", "truncate", "none"} <= set(options)
 
 
 def _readme_config_groups() -> dict[str, list[str]]:

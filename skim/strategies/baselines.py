@@ -1,4 +1,4 @@
-"""``skim=forced`` and ``skim=random``: fixed keep schedules without a predictor.
+"""``skim=truncate`` and ``skim=random``: fixed keep schedules without a predictor.
 
 Before layer i every example keeps ``ceil(schedule[i] * real_length)`` of its live tokens (cumulative), so
 ``schedule=[1, 1, 0.333, ...]`` keeps a third of the tokens after layer 1. Schedules shorter than the model repeat
@@ -6,7 +6,7 @@ their last value; ``keep_after``/``keep_ratio`` is the common one-step shorthand
 the schedule from another run's measured per-layer kept ratios (``val/skim/kept_layer{i}`` in its metrics.json), so
 a baseline runs at that run's budget.
 
-``forced`` keeps the first tokens (truncation: for QA the question and the leading context); like the oracle in
+``truncate`` keeps the first tokens (truncation: for QA the question and the leading context); like the oracle in
 ``../shared/docs/gpu.md`` it measures what removal costs and gains. ``random`` keeps protected tokens ([CLS], and the
 question for QA) and a seeded uniformly random choice of the others: the baseline a learnt skimmer has to beat.
 """
@@ -25,8 +25,8 @@ from skim.strategies.base import SkimStrategy, StrategyConfig, register
 
 
 @dataclass
-class ForcedConfig(StrategyConfig):
-    name: str = "forced"
+class TruncateConfig(StrategyConfig):
+    name: str = "truncate"
     #: per-layer keep ratio of the real tokens entering each layer (None: use keep_after/keep_ratio)
     schedule: list[float] | None = None
     #: shorthand: keep ``keep_ratio`` of the tokens from layer ``keep_after + 1`` on
@@ -37,11 +37,11 @@ class ForcedConfig(StrategyConfig):
 
 
 @register
-class ForcedSkim(SkimStrategy):
-    name = "forced"
-    config_class = ForcedConfig
+class TruncateSkim(SkimStrategy):
+    name = "truncate"
+    config_class = TruncateConfig
 
-    def __init__(self, cfg: ForcedConfig):
+    def __init__(self, cfg: TruncateConfig):
         super().__init__(cfg)
         # the config keeps what the user gave (a run directory); the schedule it stands for is derived here
         self.schedule = matched_schedule(cfg.match_run) if cfg.match_run else cfg.schedule
@@ -82,14 +82,14 @@ def matched_schedule(run: str | Path) -> list[float]:
 
 
 @dataclass
-class RandomConfig(ForcedConfig):
+class RandomConfig(TruncateConfig):
     name: str = "random"
     #: seed of the token choice (one generator per run, so an evaluation is reproducible)
     seed: int = 0
 
 
 @register
-class RandomSkim(ForcedSkim):
+class RandomSkim(TruncateSkim):
     name = "random"
     config_class = RandomConfig
 
