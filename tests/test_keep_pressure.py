@@ -67,3 +67,4 @@ def test_transkimmer_experiments_compose_for_keep_pressure(experiment, tmp_path)
     cfg = compose_cfg([f"experiment={experiment}"], config_name="keep_pressure", output_dir=tmp_path)
     OmegaConf.resolve(cfg)
     assert cfg.skim.name == "transkimmer" and cfg.module._target_.startswith("skim.models.")
+    assert cfg.task_name == "keep_pressure"  # diagnostics never land among the experiment's training runs
