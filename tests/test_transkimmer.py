@@ -159,7 +159,8 @@ def test_straight_through_gradient_reaches_skimmed_tokens():
 
 def test_qa_exclude_is_the_span_softmax_over_kept_tokens():
     """qa_skimmed=exclude (default): skimmed positions get Block-Skim's -100 and, with straight-through keep weights,
-    d loss / d w at a kept position is p - y of the softmax over kept positions (as additive attention masking)."""
+    d loss / d w is p - y of the softmax over kept positions, at kept *and* skimmed positions (a skimmed answer must
+    still pull its keep weight up)."""
     from skim.encoders.skim_encoder import EncoderOutput
     from skim.models.qa_module import exclude_skimmed
 
@@ -169,7 +170,7 @@ def test_qa_exclude_is_the_span_softmax_over_kept_tokens():
     w[:, 0] = 1.0
     target = torch.tensor([0, 3, 5])
     w[1, 3] = 1.0
-    w[2, 5] = 0.0  # a skimmed answer: a large but finite loss
+    w[2, 5] = 0.0  # a skimmed answer: a large but finite loss, and a pull towards keep
     w.requires_grad_(True)
     out = EncoderOutput(last_hidden_state=torch.zeros(3, 12, 1), final_keep=w.detach() > 0, kept_per_layer=torch.zeros(1, 3),
                         tokens_before_decision=torch.zeros(1, 3), real_tokens=torch.full((3,), 12), special_per_layer=torch.zeros(1, 3),
@@ -182,7 +183,8 @@ def test_qa_exclude_is_the_span_softmax_over_kept_tokens():
     assert torch.isfinite(grad).all() and torch.isfinite(loss)
     p = torch.softmax(z.detach(), -1)
     expected = p - torch.nn.functional.one_hot(target, 12)
-    torch.testing.assert_close(grad[kept], expected[kept])
+    torch.testing.assert_close(grad, expected)
+    assert grad[2, 5] == pytest.approx(-1.0, abs=1e-6)
     # the hard-mask path (evaluation, Block-Skim) writes the same values
     out.final_keep_weight = None
     assert torch.equal(exclude_skimmed(logits, out, -100.0), z.detach())

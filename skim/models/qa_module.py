@@ -195,12 +195,13 @@ def _restrict_to_complete(examples: list[dict], features: list[dict], idx: np.nd
 def exclude_skimmed(logits: torch.Tensor, out: EncoderOutput, fill: float) -> torch.Tensor:
     """Write ``fill`` at the positions that did not survive to the output.
 
-    With straight-through keep weights w (mask-mode training) kept positions get ``+ log w`` (0 in the forward pass):
-    the span softmax is then the softmax over kept tokens, differentiable in w with d loss/d w = p - y per position,
-    which is how additive attention masking treats a skimmed key. The clamp keeps the gradient finite at w = 0.
+    With straight-through keep weights w (mask-mode training) the forward value is the same, and ``w - w.detach()``
+    (zero) gives every position, kept or skimmed, d logit / d w = 1: d loss / d w = p - y of the span softmax over the
+    kept positions. A kept answer token pulls its w up by 1 - p, any other kept token pushes it down by p, and a
+    skimmed answer token pulls by 1, which is what makes the predictor learn to keep answers (a log-weight mask would
+    give skimmed positions no gradient at all, and the predictor then skims answers freely).
     """
     w = out.final_keep_weight
-    if w is None:
-        return logits.masked_fill(~out.final_keep, fill)
-    w = w.to(logits.dtype)
-    return torch.where(w > 0, logits + w.clamp_min(torch.finfo(w.dtype).tiny).log(), torch.full_like(logits, fill))
+    kept = out.final_keep if w is None else w > 0
+    masked = torch.where(kept, logits, torch.full_like(logits, fill))
+    return masked if w is None else masked + (w - w.detach()).to(logits.dtype)
