@@ -84,3 +84,47 @@ def calibrate_blockskim_threshold(enc, ids, mask) -> float:
         logits, _, valid = out.extras["block_logits"][first]
         enc.strategy.cfg.threshold = float(logits.softmax(-1)[..., 1][valid].median())
     return enc.strategy.cfg.threshold
+
+
+#: encoder shapes of the FLOPs cross-checks (tests/test_flops.py and each strategy's own test)
+FLOPS_SHAPES = {
+    "tiny": {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128},
+    "minilm": {"hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536},
+}
+
+
+def flops_encoder(shape: str, strategy, attn: str = "eager"):
+    """A random-init 3-layer BERT of ``FLOPS_SHAPES[shape]`` wrapped with ``strategy``, in eval mode."""
+    from transformers import BertConfig, BertModel
+
+    from skim.encoders.skim_encoder import SkimEncoder
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=200, num_hidden_layers=3, max_position_embeddings=512, **FLOPS_SHAPES[shape])
+    cfg._attn_implementation = attn
+    return SkimEncoder(BertModel(cfg, add_pooling_layer=False), strategy).eval()
+
+
+def assert_flops_match(enc, ids, mask, mode: str):
+    """The analytic FLOPs of one forward equal ``FlopCounterMode``'s count within 2 %; returns the encoder output.
+
+    FlopCounterMode has no formula for the CPU flash-attention kernel of SDPA (it would count 0 for QK^T and AV), so
+    the forward runs SDPA's math backend, which decomposes into matmuls that it counts."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from skim.metrics.flops import EncoderShape, encoder_macs
+
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        out = enc(ids, mask, mode=mode)
+    strategy, hidden = enc.strategy, enc.hidden_size
+    if mode == "mask":
+        # masking computes every layer at full length; the predictors read every token
+        executed = torch.full_like(out.kept_per_layer, ids.shape[1])
+        pred_tokens = executed
+    else:
+        executed, pred_tokens = out.kept_per_layer, strategy.predictor_tokens(out)
+    macs = encoder_macs(executed, EncoderShape.of(enc.backbone.config), lambda i, t: strategy.predictor_macs(i, t, hidden), pred_tokens)
+    analytic, counted = 2 * float(macs.sum()), counter.get_total_flops()
+    assert analytic == pytest.approx(counted, rel=0.02), (analytic, counted)
+    return out

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertModel
 
 from skim.encoders.skim_encoder import SkimEncoder
 from skim.errors import ConfigError
-from skim.metrics.flops import EncoderShape, encoder_macs
 from skim.strategies import build_strategy
 from skim.strategies.ltp import LearnedTokenPruning, token_importance
-from tests.conftest import ragged_batch, tiny_bert
+from tests.conftest import FLOPS_SHAPES, assert_flops_match, flops_encoder, ragged_batch, tiny_bert
 
 
 def _encoder(layers: int = 4, seed: int = 0, dropout: float | None = None, sharpen: float = 12.0, **kw) -> SkimEncoder:
@@ -323,32 +321,15 @@ def test_ltp_runs_on_classification(minilm_path, stage):
 
 
 # ---- FLOPs ---------------------------------------------------------------------------------------------------
-SHAPES = {
-    "tiny": {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128},
-    "minilm": {"hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536},
-}
-
-
-@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("shape", list(FLOPS_SHAPES))
 @pytest.mark.parametrize("mode", ["mask", "prune"])
 def test_analytic_flops_match_the_flop_counter(shape, mode):
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=200, num_hidden_layers=3, max_position_embeddings=512, **SHAPES[shape])
-    cfg._attn_implementation = "eager"
-    enc = SkimEncoder(BertModel(cfg, add_pooling_layer=False), build_strategy({"name": "ltp", "stage": "hard"})).eval()
+    enc = flops_encoder(shape, build_strategy({"name": "ltp", "stage": "hard"}))
     L = 150
     ids = torch.randint(1, 200, (1, L))
     mask = torch.ones_like(ids)
     _calibrate(enc, ids, mask, q=0.4)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        out = enc(ids, mask, mode=mode)
-    counted = counter.get_total_flops()
-    strategy = enc.strategy
-    executed = torch.full_like(out.kept_per_layer, L) if mode == "mask" else out.kept_per_layer
-    hidden = enc.hidden_size
-    macs = encoder_macs(executed, EncoderShape.of(cfg), lambda i, t: strategy.predictor_macs(i, t, hidden),
-                        strategy.predictor_tokens(out))
-    assert 2 * float(macs.sum()) == pytest.approx(counted, rel=0.02), (2 * float(macs.sum()), counted)
+    out = assert_flops_match(enc, ids, mask, mode)
     # a model that really pruned, after layer 1 (fewer tokens enter layer 2) and after layer 2 (fewer survive)
     assert out.final_keep.sum() < out.kept_per_layer[2, 0] < L
 

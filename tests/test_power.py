@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-from transformers import BertConfig, BertModel
 
 from skim.encoders.skim_encoder import SkimEncoder
 from skim.errors import ConfigError
-from skim.metrics.flops import EncoderShape, encoder_macs
 from skim.strategies import build_strategy
 from skim.strategies.power import PowerBert, learned_counts, significance, significance_rank
-from tests.conftest import ragged_batch, tiny_bert
+from tests.conftest import FLOPS_SHAPES, assert_flops_match, flops_encoder, ragged_batch, tiny_bert
 
 
 def _encoder(layers: int = 3, seed: int = 0, **kw) -> SkimEncoder:
@@ -241,29 +238,13 @@ def test_hard_stage_without_any_retention_is_a_config_error():
 
 
 # ---- FLOPs -------------------------------------------------------------------------------------------------------
-SHAPES = {
-    "tiny": {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128},
-    "minilm": {"hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536},
-}
-
-
-@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("shape", list(FLOPS_SHAPES))
 @pytest.mark.parametrize("mode", ["mask", "prune"])
 def test_analytic_flops_match_the_flop_counter(shape, mode):
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=200, num_hidden_layers=3, max_position_embeddings=512, **SHAPES[shape])
-    cfg._attn_implementation = "eager"
-    strategy = build_strategy({"name": "power", "stage": "hard", "retention": [0.6, 0.4, 0.3]})
-    enc = SkimEncoder(BertModel(cfg, add_pooling_layer=False), strategy).eval()
+    enc = flops_encoder(shape, build_strategy({"name": "power", "stage": "hard", "retention": [0.6, 0.4, 0.3]}))
     L = 150
     ids = torch.randint(1, 200, (1, L))
-    mask = torch.ones_like(ids)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        out = enc(ids, mask, mode=mode)
-    executed = torch.full_like(out.kept_per_layer, L) if mode == "mask" else out.kept_per_layer
-    hidden = enc.hidden_size
-    macs = encoder_macs(executed, EncoderShape.of(cfg), lambda i, t: strategy.predictor_macs(i, t, hidden), executed)
-    assert 2 * float(macs.sum()) == pytest.approx(counter.get_total_flops(), rel=0.02)
+    out = assert_flops_match(enc, ids, torch.ones_like(ids), mode)
     assert out.kept_per_layer[1:, 0].tolist() == [90, 60] and int(out.final_keep.sum()) == 45  # really removed
 
 

@@ -132,6 +132,12 @@ class SkimStrategy(nn.Module):
         return {}
 
 
+def attention_received(probs: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """[B, H, n, n] attention probabilities (query, key) -> [B, n] float32 attention each key receives, summed over
+    heads and over the live queries (``alive`` [B, n]): PoWER-BERT's significance, LTP's importance before its mean."""
+    return probs.sum(1, dtype=torch.float32).masked_fill(~alive[:, :, None], 0.0).sum(1)
+
+
 _REGISTRY: dict[str, type[SkimStrategy]] = {}
 
 

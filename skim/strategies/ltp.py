@@ -65,7 +65,7 @@ from torch import nn
 
 from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
 from skim.errors import ConfigError
-from skim.strategies.base import SkimStrategy, StrategyConfig, register
+from skim.strategies.base import SkimStrategy, StrategyConfig, attention_received, register
 
 
 @dataclass
@@ -103,7 +103,7 @@ def token_importance(
     B, H, n, _ = probs.shape
     if padded_length is None:
         padded_length = n
-    received = probs.sum(1, dtype=torch.float32).masked_fill(~alive[:, :, None], 0.0).sum(1)  # [B, n] over queries
+    received = attention_received(probs, alive)
     if norm == "live":
         denom = alive.sum(1, keepdim=True).clamp_min(1).to(received.dtype) * H
     else:
@@ -212,10 +212,7 @@ class LearnedTokenPruning(SkimStrategy):
             res[f"soft_keep_layer{i}"] = m.detach()[alive].mean() if alive.any() else m.new_tensor(float("nan"))
         return res
 
-    # ---- cost ----------------------------------------------------------------------------------------------
-    def predictor_macs(self, layer: int, tokens: torch.Tensor, hidden: int) -> torch.Tensor | int:
-        """0: the importance is H * n^2 additions over probabilities the layer computed anyway (module docstring)."""
-        return 0
+    # cost: the base's predictor_macs (0): the importance is H * n^2 additions, no MACs (module docstring)
 
     # ---- evaluation: the thresholds in use ------------------------------------------------------------------
     def eval_stat_size(self) -> int:

@@ -58,7 +58,7 @@ from torch import nn
 
 from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
 from skim.errors import ConfigError
-from skim.strategies.base import SkimStrategy, StrategyConfig, register
+from skim.strategies.base import SkimStrategy, StrategyConfig, attention_received, register
 
 
 @dataclass
@@ -95,11 +95,9 @@ ROUNDINGS = ("ceil", "floor", "round")
 def significance(probs: torch.Tensor, alive: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
     """[B, H, n, n] attention probabilities -> [B, n] float32 attention received by every key: summed over heads and over
     the live queries (``alive`` [B, n]); ``exclude_self`` leaves out each token's attention to itself."""
-    per_pair = probs.sum(1, dtype=torch.float32)  # [B, n(query), n(key)]
-    live = alive.to(per_pair.dtype)
-    received = (per_pair * live[..., None]).sum(1)
+    received = attention_received(probs, alive)
     if exclude_self:
-        received = received - per_pair.diagonal(dim1=-2, dim2=-1) * live
+        received = received - probs.diagonal(dim1=-2, dim2=-1).sum(1, dtype=torch.float32) * alive
     return received
 
 
@@ -297,9 +295,7 @@ class PowerBert(SkimStrategy):
         res.update({f"retention_layer{j}": counts[j].float() for j in range(self.num_layers)})
         return res
 
-    # ---- cost: column sums (H * n^2 additions) and a sort, no multiply-accumulates --------------------------------
-    def predictor_macs(self, layer: int, tokens: torch.Tensor, hidden: int) -> torch.Tensor | int:
-        return 0
+    # cost: the base's predictor_macs (0): column sums (H * n^2 additions) and a sort, no multiply-accumulates
 
     # ---- evaluation: the retention in use (skim_stats.json hands a learned one to the hard stage) ---------------
     def eval_stat_size(self) -> int:
