@@ -125,6 +125,8 @@ class EncoderOutput:
     # [B, L] float keep weights with straight-through gradients after the last layer (mask-mode training of a
     # strategy that sets ``SkimState.keep_weight``), else None: ``final_keep`` as a differentiable quantity
     final_keep_weight: torch.Tensor | None = None
+    # [num_layers, B, L] bool, original coordinates: the tokens entering each layer (only with ``record_alive``)
+    alive_per_layer: torch.Tensor | None = None
 
 
 class SkimEncoder(nn.Module):
@@ -138,6 +140,8 @@ class SkimEncoder(nn.Module):
         self.num_layers = len(self.adapter.layers)
         self._captured: dict[int, torch.Tensor] = {}
         self._capture_layers: set[int] = set()
+        #: also return which tokens enter each layer, in original coordinates (``EncoderOutput.alive_per_layer``)
+        self.record_alive = False
         for i in range(self.num_layers):
             self.adapter.self_attention(i).register_forward_hook(self._make_hook(i))
         strategy.attach(self)
@@ -224,6 +228,7 @@ class SkimEncoder(nn.Module):
         )
         strategy = self.strategy
         before: list[torch.Tensor] = []
+        alive_layers: list[torch.Tensor] = []
         for i in range(self.num_layers):
             state.layer = i
             before.append(state.alive.sum(1))
@@ -232,6 +237,8 @@ class SkimEncoder(nn.Module):
                 self.apply_keep(state, keep)
             state.kept_per_layer.append(state.alive.sum(1))
             state.special_per_layer.append((state.alive & state.gather_full(state.protect_full)).sum(1))
+            if self.record_alive:
+                alive_layers.append(state.alive_full)
 
             needs_probs = strategy.needs_attention_probs(i)
             if needs_probs:
@@ -265,6 +272,7 @@ class SkimEncoder(nn.Module):
             special_tokens=state.protect_full.sum(1),
             extras=state.extras,
             final_keep_weight=state.keep_weight if mode == "mask" else None,
+            alive_per_layer=torch.stack(alive_layers) if alive_layers else None,
         )
 
     @staticmethod
