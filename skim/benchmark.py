@@ -167,7 +167,43 @@ def check_options(cfg: DictConfig) -> None:
     for impl in cfg.dense_attention:
         if impl not in ("eager", "sdpa"):
             raise ConfigError(f"dense_attention: unknown {impl!r}; use eager and/or sdpa")
+    if not OmegaConf.is_list(cfg.skim_attention) or not len(cfg.skim_attention):
+        raise ConfigError(f"skim_attention must be a non-empty list, e.g. skim_attention=[auto,eager], got {cfg.skim_attention!r}")
+    for impl in cfg.skim_attention:
+        if impl not in ("auto", "eager", "sdpa"):
+            raise ConfigError(f"skim_attention: unknown {impl!r}; use auto (the strategy's own), eager and/or sdpa")
+    keep = cfg.get("calibrate_keep_ratio")
+    if keep is not None and not (isinstance(keep, (int, float)) and not isinstance(keep, bool) and 0 < keep < 1):
+        raise ConfigError(f"calibrate_keep_ratio must be a number in (0, 1), got {keep!r}")
+    if keep is not None and cfg.get("ckpt_path"):
+        raise ConfigError("calibrate_keep_ratio is for untrained predictors; a trained checkpoint keeps its own threshold")
 
+
+
+def skim_attention(module, requested: str) -> str:
+    """``auto``: the attention the skim model was built with (a strategy's own attention function, if it has one)."""
+    if requested == "auto":
+        return module.encoder.backbone.config._attn_implementation
+    module.strategy.check_compatible(module.task, requested)
+    return requested
+
+
+@torch.inference_mode()
+def calibrate_threshold(module, batch: dict, keep_ratio: float) -> float:
+    """Untrained Block-Skim predictors: the threshold at which the first skim layer keeps ``keep_ratio`` of the real
+    blocks of ``batch``, so that a random-init predictor makes a real keep decision of a known size."""
+    strategy = module.strategy
+    if not hasattr(strategy.cfg, "threshold") or not getattr(strategy, "skim_layers", None):
+        raise ConfigError(f"calibrate_keep_ratio needs a strategy with block predictors and a threshold (skim={strategy.name})")
+    saved = strategy.cfg.threshold
+    strategy.cfg.threshold = 0.0
+    try:
+        out = module(batch, mode="prune")[-1]
+    finally:
+        strategy.cfg.threshold = saved
+    logits, _, valid = out.extras["block_logits"][strategy.skim_layers[0]]
+    p_keep = logits.float().softmax(-1)[..., 1][valid]
+    return float(torch.quantile(p_keep.double(), 1.0 - keep_ratio))
 
 
 def benchmark(cfg: DictConfig) -> dict:
@@ -187,35 +223,44 @@ def benchmark(cfg: DictConfig) -> dict:
     skim_mod, dense_mod = build_modules(cfg, datamodule)
     skim_mod.to(device)
     dense_mod.to(device)
-    skim_impl = skim_mod.encoder.backbone.config._attn_implementation
+    if cfg.get("calibrate_keep_ratio") is not None:
+        first = make_batches(datamodule, max(cfg.batch_sizes), 1, device)[0]
+        skim_mod.strategy.cfg.threshold = calibrate_threshold(skim_mod, first, cfg.calibrate_keep_ratio)
+        log.info("calibrated skim.threshold=%.8g (keeps %.3f of the first skim layer's blocks)", skim_mod.strategy.cfg.threshold, cfg.calibrate_keep_ratio)
+    skim_impls = [skim_attention(skim_mod, a) for a in cfg.skim_attention]
+    built_impl = skim_mod.encoder.backbone.config._attn_implementation
     combos = [(bs, dt) for bs in cfg.batch_sizes for dt in cfg.dtypes]
     results = []
-    bar = tqdm(total=len(combos) * (1 + len(cfg.dense_attention)), desc="benchmark", disable=not cfg.progress_bar)
+    bar = tqdm(total=len(combos) * (len(skim_impls) + len(cfg.dense_attention)), desc="benchmark", disable=not cfg.progress_bar)
     for bs, dt in combos:
         if dt != "fp32" and device.type == "cpu" and dt == "fp16":
             raise ConfigError("fp16 autocast is not supported on CPU; use bf16")
         batches = make_batches(datamodule, bs, cfg.num_batches, device)
         dtype = DTYPES[dt]
-        set_attn(skim_mod, skim_impl)
-        skim_t = time_model(skim_mod, batches, device, dtype, cfg.warmup, skim_mod.strategy.cfg.eval_mode)
-        bar.update(1)
-        skim_gf, dense_gf, kept = analytic_gflops(skim_mod, skim_t.pop("outputs"))
-        row = {
-            "batch_size": bs,
-            "dtype": dt,
-            "skim": {k: v for k, v in skim_t.items()} | {"attn": skim_impl, "gflops_per_example": skim_gf},
-            "kept_ratio_per_layer": kept,
-            "dense": {},
-        }
+        dense = {}
         for attn in cfg.dense_attention:
             set_attn(dense_mod, attn)
-            d = time_model(dense_mod, batches, device, dtype, cfg.warmup, "prune")
-            d.pop("outputs")
-            speed = d["seconds"] / skim_t["seconds"]
-            analytic = dense_gf / skim_gf
-            row["dense"][attn] = d | {"gflops_per_example": dense_gf, "speedup": speed, "analytic_speedup": analytic, "realised_over_analytic": speed / analytic}
+            dense[attn] = time_model(dense_mod, batches, device, dtype, cfg.warmup, "prune")
+            dense[attn].pop("outputs")
             bar.update(1)
-        results.append(row)
+        for impl in skim_impls:
+            set_attn(skim_mod, impl)
+            skim_t = time_model(skim_mod, batches, device, dtype, cfg.warmup, skim_mod.strategy.cfg.eval_mode)
+            bar.update(1)
+            skim_gf, dense_gf, kept = analytic_gflops(skim_mod, skim_t.pop("outputs"))
+            row = {
+                "batch_size": bs,
+                "dtype": dt,
+                "skim": skim_t | {"attn": impl, "gflops_per_example": skim_gf},
+                "kept_ratio_per_layer": kept,
+                "dense": {},
+            }
+            for attn, d in dense.items():
+                speed = d["seconds"] / skim_t["seconds"]
+                analytic = dense_gf / skim_gf
+                row["dense"][attn] = d | {"gflops_per_example": dense_gf, "speedup": speed, "analytic_speedup": analytic, "realised_over_analytic": speed / analytic}
+            results.append(row)
+        set_attn(skim_mod, built_impl)
     bar.close()
     report = {
         "device": device_name(device),
@@ -225,6 +270,7 @@ def benchmark(cfg: DictConfig) -> dict:
         "model": skim_mod.hparams["model"].get("name"),
         "skim": OmegaConf.to_container(cfg.skim, resolve=True) if not cfg.get("ckpt_path") else dict(skim_mod.hparams["skim"] or {}),
         "ckpt_path": cfg.get("ckpt_path"),
+        "calibrated_threshold": skim_mod.strategy.cfg.threshold if cfg.get("calibrate_keep_ratio") is not None else None,
         "num_batches": cfg.num_batches,
         "warmup": cfg.warmup,
         "results": results,
@@ -241,12 +287,15 @@ def benchmark(cfg: DictConfig) -> dict:
 
 def flat_metrics(report: dict) -> dict[str, float]:
     flat = {}
+    first_attn = report["results"][0]["skim"]["attn"] if report["results"] else None
     for r in report["results"]:
         key = f"bench/bs{r['batch_size']}_{r['dtype']}"
-        flat[f"{key}/skim_seq_per_s"] = r["skim"]["sequences_per_s"]
+        # the first skim attention keeps the plain keys; the others are suffixed with their name
+        sfx = "" if r["skim"]["attn"] == first_attn else f"_{r['skim']['attn']}"
+        flat[f"{key}/skim_seq_per_s{sfx}"] = r["skim"]["sequences_per_s"]
         for attn, d in r["dense"].items():
-            flat[f"{key}/speedup_vs_{attn}"] = d["speedup"]
-            flat[f"{key}/analytic_speedup"] = d["analytic_speedup"]
+            flat[f"{key}/speedup_vs_{attn}{sfx}"] = d["speedup"]
+            flat[f"{key}/analytic_speedup{sfx}"] = d["analytic_speedup"]
     return flat
 
 
@@ -259,14 +308,16 @@ def markdown(report: dict) -> str:
             f"versions {', '.join(f'{k} {v}' for k, v in report['versions'].items())}"
         ),
         "",
-        "| bs | dtype | dense attn | dense seq/s | skim seq/s | skim p50 ms | skim p90 ms | dense p50 ms | GFLOPs dense/skim | analytic × | measured × | realised/analytic |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bs | dtype | skim attn | dense attn | dense seq/s | skim seq/s | skim p50 ms | skim p90 ms | dense p50 ms | GFLOPs dense/skim | analytic × | measured × | realised/analytic |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if report.get("calibrated_threshold") is not None:
+        lines[2] += f"; untrained predictors, threshold calibrated to {report['calibrated_threshold']:.8g}"
     for r in report["results"]:
         s = r["skim"]
         for attn, d in r["dense"].items():
             lines.append(
-                f"| {r['batch_size']} | {r['dtype']} | {attn} | {d['sequences_per_s']:.1f} | {s['sequences_per_s']:.1f} | "
+                f"| {r['batch_size']} | {r['dtype']} | {s['attn']} | {attn} | {d['sequences_per_s']:.1f} | {s['sequences_per_s']:.1f} | "
                 f"{s['latency_p50_ms']:.2f} | {s['latency_p90_ms']:.2f} | {d['latency_p50_ms']:.2f} | "
                 f"{d['gflops_per_example']:.3f}/{s['gflops_per_example']:.3f} | {d['analytic_speedup']:.2f} | {d['speedup']:.2f} | {d['realised_over_analytic']:.2f} |"
             )

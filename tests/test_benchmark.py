@@ -48,6 +48,50 @@ def test_benchmark_writes_json_and_markdown(tmp_run_root):
     assert row["task_name"] == "benchmark"
 
 
+def test_benchmark_times_blockskim_with_both_attention_paths(tmp_run_root):
+    """Untrained Block-Skim predictors with a calibrated threshold (a real keep decision of about one third after
+    layer 1), timed with the fused diagonal-block path and with HF eager attention in one run: both paths make the
+    same decisions on the same batches."""
+    require_shared(SQUAD_DEV)
+    from skim.benchmark import benchmark
+
+    out = tmp_run_root / "bench"
+    cfg = compose_cfg(
+        [*TINY, "data=squad_local", "data.max_eval_samples=48", "skim=blockskim", "skim.skim_layers=[1]",
+         "calibrate_keep_ratio=0.333", "skim_attention=[auto,eager]", "batch_sizes=[8]", "dtypes=[fp32]",
+         "dense_attention=[sdpa]", "num_batches=2", "warmup=0", "progress_bar=false"],
+        config_name="benchmark",
+        output_dir=out,
+    )
+    flat = benchmark(cfg)
+    report = json.loads((out / "benchmark.json").read_text())
+    assert 0.0 < report["calibrated_threshold"] < 1.0
+    fused, eager = report["results"]
+    assert (fused["skim"]["attn"], eager["skim"]["attn"]) == ("skim_blockskim", "eager")
+    assert fused["kept_ratio_per_layer"] == eager["kept_ratio_per_layer"]
+    kept = fused["kept_ratio_per_layer"]
+    assert kept[:2] == [1.0, 1.0] and 0.2 < kept[2] < 0.5 and kept[2:] == [kept[2]] * 4
+    assert fused["dense"]["sdpa"]["analytic_speedup"] > 1.3
+    assert {"bench/bs8_fp32/skim_seq_per_s", "bench/bs8_fp32/skim_seq_per_s_eager"} <= set(flat)
+    md = (out / "benchmark.md").read_text()
+    assert "| 8 | fp32 | skim_blockskim | sdpa |" in md and "| 8 | fp32 | eager | sdpa |" in md
+    assert "threshold calibrated" in md
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("skim_attention=[flash]", "skim_attention: unknown 'flash'"), ("calibrate_keep_ratio=1.5", "calibrate_keep_ratio must be")],
+)
+def test_benchmark_refuses_bad_skim_options(tmp_run_root, override, message):
+    from skim.benchmark import benchmark
+    from skim.errors import ConfigError
+
+    cfg = compose_cfg([*TINY, "data=synthetic", "skim=blockskim", override], config_name="benchmark", output_dir=tmp_run_root / "b")
+    with pytest.raises(ConfigError, match=message):
+        benchmark(cfg)
+    assert not (tmp_run_root / "b" / "benchmark.json").exists()
+
+
 def test_report_table_and_pareto_plot(tmp_path):
     from skim.report import main, pareto_front
 

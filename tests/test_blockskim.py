@@ -138,28 +138,87 @@ def test_diagonal_blocks_zero_dead_rows_and_ragged_tail():
     alive = torch.ones(1, 40, dtype=torch.bool)
     alive[0, 35:] = False
     blocks = diagonal_blocks(probs, alive, 32)
-    assert blocks.shape == (1, 2, 2, 32, 32)
-    torch.testing.assert_close(blocks[0, 0], probs[0, :, :32, :32])
-    assert blocks[0, 1, :, 3:, :].abs().sum() == 0 and blocks[0, 1, :, :, 3:].abs().sum() == 0
+    assert blocks.values.shape == (2, 2, 32, 32) and blocks.index is None and (blocks.batch, blocks.num_blocks) == (1, 2)
+    torch.testing.assert_close(blocks.values[0], probs[0, :, :32, :32])
+    assert blocks.values[1, :, 3:, :].abs().sum() == 0 and blocks.values[1, :, :, 3:].abs().sum() == 0
+
+
+def _padded_full_blocks(probs, alive, bs=32):
+    """Reference: the diagonal blocks of the zero-padded full matrix, dead rows and columns zeroed ([B, K, H, bs, bs])."""
+    B, n = alive.shape
+    K, pad = -(-n // bs), -(-n // bs) * bs - n
+    full = torch.nn.functional.pad(probs, (0, pad, 0, pad))
+    want = torch.stack([full[:, :, k * bs : (k + 1) * bs, k * bs : (k + 1) * bs] for k in range(K)], dim=1)
+    live = torch.nn.functional.pad(alive, (0, pad)).view(B, K, 1, bs).to(probs.dtype)
+    return want * live[..., :, None] * live[..., None, :]
 
 
 @pytest.mark.parametrize("n", [31, 64, 70, 97])
 def test_diagonal_blocks_are_the_blocks_of_the_full_matrix(n):
     """Blocks copied out of a strided view equal the blocks of the zero-padded full matrix, values and gradients,
-    for contiguous and transposed (non-contiguous) inputs."""
+    for contiguous and transposed (non-contiguous) inputs; ``live_only`` keeps exactly the blocks with a live token."""
     g = torch.Generator().manual_seed(n)
     base = torch.rand(2, 3, n, n, generator=g, dtype=torch.float64)
     alive = torch.rand(2, n, generator=g) > 0.2
+    alive[1, 32:64] = False  # a whole dead block in the middle (skimmed)
     for probs in (base.clone().requires_grad_(), base.transpose(-1, -2).clone().transpose(-1, -2).requires_grad_()):
         got = diagonal_blocks(probs, alive, 32)
-        K, pad = -(-n // 32), -(-n // 32) * 32 - n
-        full = torch.nn.functional.pad(probs, (0, pad, 0, pad))
-        want = torch.stack([full[:, :, k * 32 : (k + 1) * 32, k * 32 : (k + 1) * 32] for k in range(K)], dim=1)
-        live = torch.nn.functional.pad(alive, (0, pad)).view(2, K, 1, 32).double()
-        want = want * live[..., :, None] * live[..., None, :]
-        assert torch.equal(got, want)
-        w = torch.rand(got.shape, generator=g, dtype=torch.float64)
-        assert torch.equal(*(torch.autograd.grad((x * w).sum(), probs)[0] for x in (got, want)))
+        want = _padded_full_blocks(probs, alive).flatten(0, 1)
+        assert torch.equal(got.values, want)
+        w = torch.rand(got.values.shape, generator=g, dtype=torch.float64)
+        assert torch.equal(*(torch.autograd.grad((x * w).sum(), probs)[0] for x in (got.values, want)))
+        live = diagonal_blocks(probs, alive, 32, live_only=True)
+        has_live = torch.nn.functional.pad(alive, (0, -(-n // 32) * 32 - n)).view(-1, 32).any(-1)
+        assert live.index.tolist() == has_live.nonzero().squeeze(1).tolist()
+        assert torch.equal(live.values, want[has_live])
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+@pytest.mark.parametrize("n", [64, 150])
+def test_lse_blocks_equal_eager_blocks(batch_size, n):
+    """The fused path's blocks (queries, keys and the kernel's log-sum-exp) equal the blocks of eager softmax
+    probabilities within 1e-5 in fp32: mixed lengths, padding, skimmed tokens, a ragged last block (n = 150)."""
+    from skim.strategies.blockskim import _fused_attention_with_lse, live_diagonal_blocks
+
+    g = torch.Generator().manual_seed(batch_size * n)
+    H, d, scale = 4, 16, 0.25
+    q, k, v = (torch.randn(batch_size, H, n, d, generator=g) * 2 for _ in range(3))
+    lengths = torch.randint(n // 3, n + 1, (batch_size,), generator=g)
+    lengths[0] = n
+    alive = torch.arange(n)[None] < lengths[:, None]
+    alive &= torch.rand(batch_size, n, generator=g) > 0.25  # skimmed tokens
+    alive[0, 40:64] = False  # and a block with none alive
+    additive = torch.zeros(batch_size, 1, 1, n).masked_fill(~alive[:, None, None], torch.finfo(q.dtype).min)
+    probs = (q @ k.transpose(-1, -2) * scale + additive).softmax(-1)
+    out, lse = _fused_attention_with_lse(q, k, v, additive, scale)
+    torch.testing.assert_close(out, probs @ v, atol=1e-5, rtol=1e-5)
+    got = live_diagonal_blocks(q, k, lse, alive, scale, 32)
+    want = diagonal_blocks(probs, alive, 32, live_only=True)
+    assert torch.equal(got.index, want.index) and (got.batch, got.num_blocks) == (want.batch, want.num_blocks)
+    assert got.values.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.values, want.values, atol=1e-5, rtol=0)
+
+
+def test_dead_blocks_get_the_zero_block_logits():
+    """At inference the CNN runs on live blocks only; a block without a live token gets the logits the CNN gives an
+    all-zero block, exactly what it gets when every block runs (eval-mode batch norm is per block)."""
+    from skim.strategies.blockskim import BlockSkim
+
+    enc = _blockskim_encoder()
+    pred = enc.strategy.predictors["0"]
+    with torch.no_grad():
+        for bn in (pred.bn1, pred.bn2):  # non-trivial running statistics
+            bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 2.0)
+    probs = torch.rand(3, 4, 100, 100).softmax(-1)
+    alive = torch.ones(3, 100, dtype=torch.bool)
+    alive[1, 50:] = False
+    alive[2, :40] = False
+    with torch.no_grad():
+        every = BlockSkim._block_logits(pred, diagonal_blocks(probs, alive, 32))
+        live = BlockSkim._block_logits(pred, diagonal_blocks(probs, alive, 32, live_only=True))
+    assert live.shape == every.shape == (3, 4, 2)
+    torch.testing.assert_close(live, every, atol=1e-6, rtol=1e-5)
+    assert not torch.equal(every[1, 3], every[0, 0])  # dead and live blocks really differ
 
 
 def test_blockskim_needs_eager_attention_and_answer_spans():
@@ -295,10 +354,9 @@ def test_fused_path_never_builds_full_probabilities():
         out, blocks = blockskim_attention(module, q, k, v, alive, scaling=0.35, skim_block_size=32)
     probs = ((q @ k.transpose(-1, -2)) * 0.35).masked_fill(~alive, torch.finfo(q.dtype).min).softmax(-1)
     torch.testing.assert_close(out, (probs @ v).transpose(1, 2), atol=1e-6, rtol=1e-5)
-    from skim.strategies.blockskim import diagonal_blocks
-
-    assert blocks.shape == (2, 3, 4, 32, 32)
-    torch.testing.assert_close(diagonal_blocks(blocks, alive[:, 0, 0], 32), diagonal_blocks(probs, alive[:, 0, 0], 32), atol=1e-6, rtol=1e-5)
+    # 5 blocks hold a live token (3 + 2): only they are computed, [N, H, bs, bs]
+    assert blocks.values.shape == (5, 4, 32, 32) and blocks.index.tolist() == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(blocks.values, diagonal_blocks(probs, alive[:, 0, 0], 32, live_only=True).values, atol=1e-6, rtol=1e-5)
 
 
 def test_fused_training_path_is_eager_with_gradients():
