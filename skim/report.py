@@ -3,6 +3,7 @@
     python -m skim.report                          # every row of logs/results.jsonl
     python -m skim.report --under logs/quickstart/multiruns/2026-...   # the jobs of one sweep (several folders: all of them)
     python -m skim.report --metrics val/em val/f1 val/skim/kept_mean
+    python -m skim.report --plot pareto.png --wandb-project skim   # also log the plot and the table to a W&B run
 
 A row scored on fewer examples than its evaluation split holds (``trainer.limit_val_batches``,
 ``data.max_eval_samples``) is marked partial: ``620/10570 †`` in the ``scored`` column, a hollow marker on the plot.
@@ -191,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", default=None, help="write an accuracy-vs-speed-up Pareto plot (PNG) here")
     ap.add_argument("--accuracy", default=None, help="metric on the plot's y axis (default: val/f1, else val/acc)")
     ap.add_argument("--speed", default="val/flops/speedup", help="metric on the plot's x axis")
+    ap.add_argument("--wandb-project", default=None, help="also log the Pareto plot (wandb.Image) and the rows (wandb.Table) "
+                    "to a new W&B run of this project (job_type=report; WANDB_MODE=offline works)")
+    ap.add_argument("--wandb-entity", default=None, help="W&B entity (team or user) of --wandb-project")
+    ap.add_argument("--wandb-dir", default=".", help="where W&B keeps the run's local files (default: here, ./wandb)")
     args = ap.parse_args(argv)
     if args.file is None:
         from skim.utils.resolvers import skim_root
@@ -202,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"no finished runs in {args.file}" + (f" under {' '.join(args.under)}" if args.under else ""))
         table = markdown_table(rows, tuple(args.metrics))
         acc = args.accuracy or ("val/f1" if any("val/f1" in r.get("metrics", {}) for r in rows) else "val/acc")
+        if args.wandb_project and not args.plot:
+            args.plot = "pareto.png"
         plot = pareto_plot(rows, args.plot, acc, args.speed) if args.plot else None
     except ConfigError as err:
         print(f"skim: error: {err}", file=sys.stderr)
@@ -211,7 +218,34 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.output).write_text(table + "\n")
     if plot:
         print(f"plot: {plot}")
+    if args.wandb_project:
+        url = log_to_wandb(rows, plot, args.wandb_project, args.wandb_entity, tuple(args.metrics), args.wandb_dir)
+        print(f"wandb: {url}")
     return 0
+
+
+def log_to_wandb(rows: list[dict[str, Any]], plot: Path, project: str, entity: str | None,
+                 metrics: tuple[str, ...] = DEFAULT_METRICS, save_dir: str | Path = ".") -> str:
+    """One W&B run (``job_type=report``) holding ``report/pareto`` (the PNG as ``wandb.Image``) and ``report/rows``
+    (one table row per result: run, strategy, data, swept setting, the metrics, the kept ratio per layer)."""
+    import wandb
+
+    present = [m for m in metrics if any(m in r.get("metrics", {}) for r in rows)]
+    columns = ["run", "skim", "data", "model", "setting", "partial", *present, "kept_ratio_per_layer"]
+    data = [
+        [str(r.get("task_name") or Path(r.get("run_dir", "?")).name), str(r.get("skim")), str(r.get("data")),
+         str(r.get("model")), point_label(r), is_partial(r), *(r.get("metrics", {}).get(m) for m in present),
+         " ".join(f"{x:.3f}" for x in kept_layers(r.get("metrics", {})))]
+        for r in rows
+    ]
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=project, entity=entity, job_type="report", name="skim.report", dir=str(Path(save_dir).resolve()),
+                     settings=wandb.Settings(init_timeout=60))
+    try:
+        run.log({"report/pareto": wandb.Image(str(plot)), "report/rows": wandb.Table(columns=columns, data=data)})
+        return run.url or run.dir
+    finally:
+        run.finish()
 
 
 if __name__ == "__main__":
