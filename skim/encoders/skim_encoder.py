@@ -1,7 +1,9 @@
-"""A layer-by-layer runner over Hugging Face BERT-family encoders that lets a skim strategy drop tokens.
+"""A layer-by-layer runner over Hugging Face encoders (BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA) that lets a skim
+strategy drop tokens.
 
 The encoder never copies transformers code: it calls the backbone's own embedding module and layer modules,
-and only owns the loop between layers. Two execution modes share every decision:
+and only owns the loop between layers; an adapter per architecture (``ADAPTERS``, keyed by ``config.model_type``)
+knows where those modules are and how they are called. Two execution modes share every decision:
 
 * ``mask``  – the sequence keeps its full length; skimmed tokens are excluded as attention *keys* by an additive
   mask before the softmax, and their outputs are discarded (differentiable; used in training).
@@ -34,9 +36,25 @@ MODES = ("mask", "prune")
 
 
 class BertFamilyAdapter:
-    """Access to the pieces of a BERT-shaped HF encoder (BERT, MiniLM, RoBERTa, ELECTRA share this layout)."""
+    """Access to the pieces of a BERT-shaped HF encoder: ``embeddings`` -> ``encoder.layer[i]``, each layer's attention
+    function called by ``attention.self`` (BERT, MiniLM; the other architectures subclass it).
 
-    supported_model_types = ("bert", "roberta", "electra", "xlm-roberta", "camembert")
+    An adapter is the only place that knows an architecture's module names. Every HF module is used unmodified;
+    ``layer(i)`` is the module that runs *application* i of the encoder (``num_layers`` applications), and
+    ``self_attention(i)`` is the module whose forward returns ``(output, attention probabilities)`` in it: the encoder's
+    probability hook sits there, and the layer's ``**kwargs`` reach the attention function (HF's
+    ``ALL_ATTENTION_FUNCTIONS``) through it, which is how Block-Skim's and Transkimmer's attention functions get theirs.
+    """
+
+    supported_model_types: tuple[str, ...] = ("bert",)
+    #: whether the HF model's constructor takes ``add_pooling_layer``
+    takes_pooling_layer: bool = True
+    #: the architecture's own sequence-classification head over the first token: None = the backbone's pretrained
+    #: pooler, then dropout and a linear classifier (``BertForSequenceClassification``); otherwise the activation of a
+    #: dense layer that the head owns (``RobertaClassificationHead``: tanh, DistilBERT: relu, ELECTRA: gelu)
+    cls_head_activation: str | None = None
+    #: whether that head also applies dropout before its dense layer (RoBERTa, ELECTRA)
+    cls_dropout_before_dense: bool = False
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -49,28 +67,154 @@ class BertFamilyAdapter:
     def layers(self) -> nn.ModuleList:
         return self.model.encoder.layer
 
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def layer(self, i: int) -> nn.Module:
+        return self.layers[i]
+
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         return self.model.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
 
     def self_attention(self, i: int) -> nn.Module:
-        return self.layers[i].attention.self
+        return self.layer(i).attention.self
 
     def run_layer(self, i: int, hidden: torch.Tensor, attn_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        out = self.layers[i](hidden, attn_mask, **kwargs)
+        out = self.layer(i)(hidden, attention_mask=attn_mask, **kwargs)
         return out[0] if isinstance(out, tuple) else out
 
+    def pool(self, first: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooler on the first token's output [B, D] (``cls_head_activation is None`` only)."""
+        pooler = self.model.pooler
+        return pooler.activation(pooler.dense(first))
 
-ADAPTERS: dict[str, type[BertFamilyAdapter]] = {t: BertFamilyAdapter for t in BertFamilyAdapter.supported_model_types}
+    def classifier_dropout(self) -> float:
+        config = self.config
+        dropout = getattr(config, "classifier_dropout", None)
+        return config.hidden_dropout_prob if dropout is None else dropout
+
+
+class ElectraAdapter(BertFamilyAdapter):
+    """ELECTRA: BERT's layout, plus ``embeddings_project`` when ``embedding_size != hidden_size``; no pooler."""
+
+    supported_model_types = ("electra",)
+    takes_pooling_layer = False
+    cls_head_activation = "gelu"  # ElectraClassificationHead
+    cls_dropout_before_dense = True
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        hidden = super().embed(input_ids, token_type_ids)
+        project = getattr(self.model, "embeddings_project", None)
+        return project(hidden) if project is not None else hidden
+
+
+class RobertaAdapter(BertFamilyAdapter):
+    """RoBERTa (and XLM-R, CamemBERT): BERT's module names; no token types and its own classification head.
+
+    * Token types: RoBERTa was pretrained without segments (``type_vocab_size`` 1) and its tokenizer returns no
+      ``token_type_ids``; the data modules then send zeros, but a BERT tokenizer's pair ids (1 on the second segment)
+      would index past the one-row table, so they are dropped unless the config really has several types.
+    * Position ids: ``RobertaEmbeddings`` numbers the non-padding tokens from ``pad_token_id + 1`` itself, from
+      ``input_ids`` and ``config.pad_token_id`` (hence 514 positions for 512 tokens); the embedding runs before any
+      skimming decision, so pruned tokens keep their original positions.
+    * Classification: ``RobertaClassificationHead`` (dropout, dense, tanh, dropout, linear on ``<s>``), not the pooler,
+      which RoBERTa's checkpoints do not train.
+    """
+
+    supported_model_types = ("roberta", "xlm-roberta", "camembert")
+    cls_head_activation = "tanh"
+    cls_dropout_before_dense = True
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        if getattr(self.config, "type_vocab_size", 1) < 2:
+            token_type_ids = None
+        return super().embed(input_ids, token_type_ids)
+
+
+class DistilBertAdapter(BertFamilyAdapter):
+    """DistilBERT: ``transformer.layer[i]``, attention in ``attention`` (``DistilBertSelfAttention``), no token
+    types, no pooler; config names ``dim``/``n_layers``/``n_heads`` (``hidden_size`` etc. through its attribute_map)."""
+
+    supported_model_types = ("distilbert",)
+    takes_pooling_layer = False
+    cls_head_activation = "relu"  # DistilBertForSequenceClassification: pre_classifier, ReLU, dropout, classifier
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.transformer.layer
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        return self.model.embeddings(input_ids=input_ids)
+
+    def self_attention(self, i: int) -> nn.Module:
+        return self.layer(i).attention
+
+    def classifier_dropout(self) -> float:
+        return self.config.seq_classif_dropout
+
+
+class AlbertAdapter(BertFamilyAdapter):
+    """ALBERT: factorised embeddings (``embedding_size`` -> ``hidden_size`` through the encoder's
+    ``embedding_hidden_mapping_in``) and layer weights shared across applications.
+
+    Skimming is per *application*, not per parameter set: ``layer(i)`` is the shared ``AlbertLayer`` that application i
+    runs, chosen by ``AlbertTransformer.forward``'s own rule (group ``int(i / (num_hidden_layers / num_hidden_groups))``),
+    so a strategy sees ``num_hidden_layers`` layers and builds one predictor per application index. With
+    ``inner_group_num`` > 1 (no public checkpoint has it) every inner layer of a group application counts as one
+    application. The pooler is a plain ``Linear`` + ``pooler_activation`` (trained by sentence-order prediction).
+    """
+
+    supported_model_types = ("albert",)
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        # a plain list: the same module appears once per application
+        return [self.layer(i) for i in range(self.num_layers)]
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers * self.config.inner_group_num
+
+    def layer(self, i: int) -> nn.Module:
+        config = self.config
+        application, inner = divmod(i, config.inner_group_num)
+        group = int(application / (config.num_hidden_layers / config.num_hidden_groups))
+        return self.model.encoder.albert_layer_groups[group].albert_layers[inner]
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        hidden = self.model.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        return self.model.encoder.embedding_hidden_mapping_in(hidden)
+
+    def self_attention(self, i: int) -> nn.Module:
+        return self.layer(i).attention
+
+    def pool(self, first: torch.Tensor) -> torch.Tensor:
+        return self.model.pooler_activation(self.model.pooler(first))
+
+    def classifier_dropout(self) -> float:
+        return self.config.classifier_dropout_prob
+
+
+ADAPTERS: dict[str, type[BertFamilyAdapter]] = {
+    t: cls
+    for cls in (BertFamilyAdapter, ElectraAdapter, RobertaAdapter, DistilBertAdapter, AlbertAdapter)
+    for t in cls.supported_model_types
+}
+
+
+def adapter_class(model_type: str | None) -> type[BertFamilyAdapter]:
+    if model_type not in ADAPTERS:
+        raise ConfigError(
+            f"model type {model_type!r} is not supported by the skim encoder "
+            f"(supported: {', '.join(sorted(ADAPTERS))}); another architecture needs an adapter in "
+            "skim/encoders/skim_encoder.py (its module names, embedding and layer call)"
+        )
+    return ADAPTERS[model_type]
 
 
 def adapter_for(model: nn.Module) -> BertFamilyAdapter:
-    model_type = getattr(model.config, "model_type", None)
-    if model_type not in ADAPTERS:
-        raise ConfigError(
-            f"model type {model_type!r} is not supported by the skim encoder yet "
-            f"(supported: {', '.join(sorted(ADAPTERS))}); ALBERT and DistilBERT need their own adapter"
-        )
-    return ADAPTERS[model_type](model)
+    return adapter_class(getattr(model.config, "model_type", None))(model)
 
 
 @dataclass
@@ -137,29 +281,34 @@ class SkimEncoder(nn.Module):
         self.backbone = backbone
         self.strategy = strategy
         self.adapter = adapter_for(backbone)
-        self.num_layers = len(self.adapter.layers)
+        self.num_layers = self.adapter.num_layers
         self._captured: dict[int, torch.Tensor] = {}
-        self._capture_layers: set[int] = set()
+        # the layer whose attention probabilities the hook stores (None: none wanted now)
+        self._capture_layer: int | None = None
         #: also return which tokens enter each layer, in original coordinates (``EncoderOutput.alive_per_layer``)
         self.record_alive = False
+        # one hook per attention module: ALBERT runs the same module in several layers (applications)
+        hooked: set[int] = set()
         for i in range(self.num_layers):
-            self.adapter.self_attention(i).register_forward_hook(self._make_hook(i))
+            attention = self.adapter.self_attention(i)
+            if id(attention) not in hooked:
+                hooked.add(id(attention))
+                attention.register_forward_hook(self._hook)
         strategy.attach(self)
 
     # ---- attention probabilities -------------------------------------------------------------------------
-    def _make_hook(self, i: int):
-        def hook(module, args, output):
-            if i in self._capture_layers:
-                weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-                if weights is None:
-                    raise ConfigError(
-                        f"strategy {self.strategy.name!r} needs attention probabilities, but the backbone's attention "
-                        f"implementation {self.attn_implementation!r} does not return them; use "
-                        "model.attn_implementation=eager"
-                    )
-                self._captured[i] = weights
-
-        return hook
+    def _hook(self, module, args, output) -> None:
+        i = self._capture_layer
+        if i is None:
+            return
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if weights is None:
+            raise ConfigError(
+                f"strategy {self.strategy.name!r} needs attention probabilities, but the backbone's attention "
+                f"implementation {self.attn_implementation!r} does not return them; use "
+                "model.attn_implementation=eager"
+            )
+        self._captured[i] = weights
 
     @property
     def attn_implementation(self) -> str:
@@ -240,14 +389,12 @@ class SkimEncoder(nn.Module):
             if self.record_alive:
                 alive_layers.append(state.alive_full)
 
-            needs_probs = strategy.needs_attention_probs(i)
-            if needs_probs:
-                self._capture_layers.add(i)
+            self._capture_layer = i if strategy.needs_attention_probs(i) else None
             try:
                 mask = self._attention_mask(state.alive, state.hidden.dtype)
                 out = self.adapter.run_layer(i, state.hidden, mask, **strategy.layer_kwargs(state))
             finally:
-                self._capture_layers.discard(i)
+                self._capture_layer = None
             probs = self._captured.pop(i, None)
 
             state.hidden = out

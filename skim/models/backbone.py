@@ -1,7 +1,9 @@
 """Building the Hugging Face encoder and tokenizer from the ``model`` config group.
 
 ``model.pretrained_name_or_path`` is a Hub id (users with internet) or a local folder; ``model.random_init``
-builds the same architecture with random weights (``config_overrides`` shrink it for tests/quickstart).
+builds the same architecture with random weights (``config_overrides`` shrink it for tests/quickstart). With an empty
+``pretrained_name_or_path`` and ``random_init``, ``model.model_type`` names the architecture (``AutoConfig.for_model``):
+the ``tiny-*`` configs build RoBERTa, DistilBERT and ALBERT that way, with no files at all.
 """
 
 from __future__ import annotations
@@ -35,25 +37,34 @@ def resolve_attn_implementation(requested: str, needs_probs: bool, strategy_impl
 
 
 def build_backbone(model_cfg: Any, *, attn_implementation: str, add_pooling_layer: bool) -> nn.Module:
+    """The HF encoder of ``model_cfg``; ``add_pooling_layer``: the task head wants the architecture's pooler, if its
+    classification head uses one (BERT, ALBERT; not RoBERTa, whose head owns its dense layer) and its model class
+    takes the argument at all (DistilBERT and ELECTRA have no pooler)."""
     from transformers import AutoConfig, AutoModel
+
+    from skim.encoders.skim_encoder import adapter_class
 
     cfg = _plain(model_cfg)
     path = cfg.get("pretrained_name_or_path")
     overrides = dict(cfg.get("config_overrides") or {})
     try:
-        if cfg.get("random_init", False):
-            if path:
-                config = AutoConfig.from_pretrained(path, **overrides)
-            else:
-                config = AutoConfig.for_model(cfg.get("model_type", "bert"), **overrides)
-            config._attn_implementation = attn_implementation
-            model = AutoModel.from_config(config, attn_implementation=attn_implementation, add_pooling_layer=add_pooling_layer)
+        if path:
+            config = AutoConfig.from_pretrained(path, **overrides)
+        elif cfg.get("random_init", False):
+            # no checkpoint at all: the architecture of ``model.model_type`` (HF's defaults) sized by the overrides
+            config = AutoConfig.for_model(cfg.get("model_type") or "bert", **overrides)
         else:
-            if not path:
-                raise ConfigError("model.pretrained_name_or_path is empty; set a Hub id or a local folder")
-            model = AutoModel.from_pretrained(
-                path, attn_implementation=attn_implementation, add_pooling_layer=add_pooling_layer, **overrides
-            )
+            raise ConfigError("model.pretrained_name_or_path is empty; set a Hub id or a local folder")
+        # an unsupported architecture fails here, before any weights are loaded
+        adapter = adapter_class(getattr(config, "model_type", None))
+        pooling = {}
+        if adapter.takes_pooling_layer:
+            pooling["add_pooling_layer"] = add_pooling_layer and adapter.cls_head_activation is None
+        config._attn_implementation = attn_implementation
+        if cfg.get("random_init", False):
+            model = AutoModel.from_config(config, attn_implementation=attn_implementation, **pooling)
+        else:
+            model = AutoModel.from_pretrained(path, config=config, attn_implementation=attn_implementation, **pooling)
     except ConfigError:
         raise
     except (OSError, ValueError) as err:

@@ -1,8 +1,12 @@
 """Sequence classification (GLUE, IMDB, 20 Newsgroups, ...) and regression (STS-B) on the skim encoder.
 
-The head reads the [CLS] output (through the backbone's pooler, as ``BertForSequenceClassification``); with
-Transkimmer, [CLS] is never skimmed, so it always runs through every layer. Metrics are each dataset's official
-ones (the DataModule names them), summed across DDP ranks by torchmetrics.
+The head reads the first token's output ([CLS], ``<s>``) as each architecture's own ``*ForSequenceClassification``
+does: BERT and ALBERT through the backbone's pretrained pooler, then dropout and a linear classifier; RoBERTa
+(``RobertaClassificationHead``: dropout, dense, tanh), DistilBERT (``pre_classifier``, ReLU) and ELECTRA (dropout,
+dense, GELU) through a dense layer the head owns (``pre_classifier``), then dropout and the classifier. The encoder's
+adapter says which (``cls_head_activation``). With Transkimmer, [CLS] is never skimmed, so it always runs through
+every layer. Metrics are each dataset's official ones (the DataModule names them), summed across DDP ranks by
+torchmetrics.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import ACT2FN
 
 from skim.models.base_module import SkimTaskModule
 
@@ -35,6 +40,7 @@ class ClassificationModule(SkimTaskModule):
         self.is_regression = is_regression
         self.metric_names = metric_names
         self.classifier: nn.Module | None = None
+        self.pre_classifier: nn.Module | None = None
         self.val_metrics = None
         if num_labels is not None:
             self._build_head(num_labels, bool(is_regression), metric_names or ["acc"])
@@ -45,9 +51,17 @@ class ClassificationModule(SkimTaskModule):
         self.num_labels, self.is_regression, self.metric_names = num_labels, is_regression, list(metric_names)
         # keep the values in hparams so that load_from_checkpoint rebuilds the same head
         self.hparams.update(num_labels=num_labels, is_regression=is_regression, metric_names=list(metric_names))
-        config = self.encoder.backbone.config
-        self.dropout = nn.Dropout(getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, 1 if is_regression else num_labels)
+        adapter = self.encoder.adapter
+        hidden = self.encoder.hidden_size
+        self.dropout = nn.Dropout(adapter.classifier_dropout())
+        self.pre_classifier = None
+        if adapter.cls_head_activation is not None:
+            # the architecture's head owns its dense layer (RoBERTa's checkpoints have no trained pooler)
+            self.pre_classifier = nn.Linear(hidden, hidden)
+            self.head_activation = ACT2FN[adapter.cls_head_activation]
+            nn.init.normal_(self.pre_classifier.weight, std=0.02)
+            nn.init.zeros_(self.pre_classifier.bias)
+        self.classifier = nn.Linear(hidden, 1 if is_regression else num_labels)
         nn.init.normal_(self.classifier.weight, std=0.02)
         nn.init.zeros_(self.classifier.bias)
         self.val_metrics = build_metrics(self.metric_names, num_labels)
@@ -62,9 +76,13 @@ class ClassificationModule(SkimTaskModule):
 
     def forward(self, batch: dict[str, torch.Tensor], mode: str | None = None):
         out = self.encode(batch, mode)
-        cls = out.last_hidden_state[:, 0]
-        pooler = self.encoder.backbone.pooler
-        pooled = pooler.activation(pooler.dense(cls)) if pooler is not None else cls
+        first = out.last_hidden_state[:, 0]
+        adapter = self.encoder.adapter
+        if self.pre_classifier is None:
+            pooled = adapter.pool(first) if getattr(self.encoder.backbone, "pooler", None) is not None else first
+        else:
+            x = self.dropout(first) if adapter.cls_dropout_before_dense else first
+            pooled = self.head_activation(self.pre_classifier(x))
         logits = self.classifier(self.dropout(pooled)).float()
         return logits, out
 
