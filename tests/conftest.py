@@ -124,7 +124,11 @@ def assert_flops_match(enc, ids, mask, mode: str):
         pred_tokens = executed
     else:
         executed, pred_tokens = out.kept_per_layer, strategy.predictor_tokens(out)
-    macs = encoder_macs(executed, EncoderShape.of(enc.backbone.config), lambda i, t: strategy.predictor_macs(i, t, hidden), pred_tokens)
+    # the embedding (and ALBERT's projection to the hidden width) runs on the padded input, before any decision
+    embedded = torch.full_like(out.real_tokens, ids.shape[1])
+    macs = encoder_macs(
+        executed, EncoderShape.of(enc.backbone.config), lambda i, t: strategy.predictor_macs(i, t, hidden), pred_tokens, embedded
+    )
     analytic, counted = 2 * float(macs.sum()), counter.get_total_flops()
     assert analytic == pytest.approx(counted, rel=0.02), (analytic, counted)
     return out
