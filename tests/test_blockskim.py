@@ -88,8 +88,10 @@ def test_keep_everything_equals_dense_exactly():
 
 
 @pytest.mark.parametrize("protect", [True, False])
-def test_skim_everything_keeps_only_protected_tokens(protect):
-    enc = SkimEncoder(tiny_bert(), build_strategy({"name": "blockskim", "threshold": 1.0, "protect_special": protect})).eval()
+@pytest.mark.parametrize("attn", ["eager", "skim_blockskim"])
+def test_skim_everything_keeps_only_protected_tokens(protect, attn):
+    """Threshold 1 drops every block: later layers (and their predictors, on the fused path too) see no live token."""
+    enc = SkimEncoder(tiny_bert(attn), build_strategy({"name": "blockskim", "threshold": 1.0, "protect_special": protect})).eval()
     ids, mask = ragged_batch(4, 100, min_len=60)
     protect_mask = torch.zeros_like(mask)
     protect_mask[:, :10] = 1  # [CLS] + question inside block 0
@@ -372,3 +374,23 @@ def test_fused_training_path_is_eager_with_gradients():
     b.extras["block_logits"][1][0].sum().backward()
     # the block loss reaches the backbone through the attention probabilities
     assert fused.backbone.encoder.layer[1].attention.self.query.weight.grad.abs().sum() > 0
+
+
+def test_folded_batch_norm_equals_batch_norm_and_follows_weight_changes():
+    """Inference folds the batch norms into the convolutions (cached); the result equals the module's batch-norm path,
+    also after the weights change in place (an optimiser step, load_state_dict) while the cache is warm."""
+    from skim.strategies.blockskim import BlockPredictor
+
+    torch.manual_seed(0)
+    pred = BlockPredictor(4, 32).eval()
+    x = torch.rand(5, 4, 32, 32)
+    for step in range(2):
+        with torch.no_grad():
+            for bn in (pred.bn1, pred.bn2):
+                bn.running_mean.uniform_(-0.2, 0.2), bn.running_var.uniform_(0.5, 2.0), bn.weight.uniform_(0.5, 1.5)
+            if step:
+                pred.load_state_dict({k: v + 0.05 for k, v in pred.state_dict().items() if v.is_floating_point()}, strict=False)
+            folded = pred(x)
+        with torch.enable_grad():
+            reference = pred(x)  # grad mode runs the batch-norm modules
+        torch.testing.assert_close(folded, reference, atol=1e-5, rtol=1e-5)

@@ -71,18 +71,33 @@ class BlockPredictor(nn.Module):
         self.fc = nn.Linear(num_heads * (block_size // 4) ** 2, 2)
         nn.init.normal_(self.fc.weight, std=0.02)  # HF init_weights re-inits Linear layers like this
         nn.init.zeros_(self.fc.bias)
+        self._folded: tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def forward(self, blocks: torch.Tensor) -> torch.Tensor:  # [N, H, bs, bs] -> [N, 2]
         # channels-last (heads innermost): oneDNN runs these 3x3 convolutions over few channels ~2x faster on CPU
         x = blocks.contiguous(memory_format=torch.channels_last)
-        for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2)):
-            if self.training or torch.is_grad_enabled():
-                x = bn(conv(x))
-            else:  # inference: batch norm with running statistics is affine, so it folds into the convolution
-                w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
-                x = F.conv2d(x, w, b, padding=conv.padding)
-            x = self.pool(F.relu(x, inplace=True))
+        if self.training or torch.is_grad_enabled():
+            for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2)):
+                x = self.pool(F.relu(bn(conv(x)), inplace=True))
+        else:  # inference: batch norm with running statistics is affine, so it folds into the convolution
+            for (w, b), conv in zip(self._folded_convs(), (self.conv1, self.conv2)):
+                x = self.pool(F.relu(F.conv2d(x, w, b, padding=conv.padding), inplace=True))
         return self.fc(x.flatten(1))
+
+    def _folded_convs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Convolution weights with the batch norms folded in (channels-last), cached until a parameter or running
+        statistic changes: an in-place update (optimiser step, load_state_dict) bumps a tensor's version, ``.to()``
+        makes new storage."""
+        pairs = ((self.conv1, self.bn1), (self.conv2, self.bn2))
+        tensors = [t for conv, bn in pairs for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)]
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        if self._folded is None or self._folded[0] != key:
+            folded = []
+            for conv, bn in pairs:
+                w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+                folded.append((w.detach().contiguous(memory_format=torch.channels_last), b.detach()))
+            self._folded = (key, folded)
+        return self._folded[1]
 
 
 ATTN_NAME = "skim_blockskim"
@@ -151,7 +166,7 @@ def live_diagonal_blocks(query, key, lse, alive, scaling: float, bs: int) -> Dia
     ``exp(Q_b K_b^T * scale - lse_b)`` with dead rows and columns at zero; O(n * bs * d) per head, no [n, n] matrix.
 
     ``query``/``key`` [B, H, n, d], ``lse`` [B, H, n], ``alive`` [B, n] bool."""
-    B, H, n, d = query.shape
+    B, H, n, _ = query.shape
     K = -(-n // bs)
     live = F.pad(alive, (0, K * bs - n)).view(B * K, bs)
     index = live.any(-1).nonzero().squeeze(1)  # [N]
@@ -161,17 +176,17 @@ def live_diagonal_blocks(query, key, lse, alive, scaling: float, bs: int) -> Dia
     rows = (tok + (index // K * n)[:, None]).view(-1)
     tok_live = live.index_select(0, index)  # [N, bs]
 
-    def token_rows(x: torch.Tensor) -> torch.Tensor:
-        # [B, H, n, ...] -> [N * bs, H * ...]; HF's projections keep heads interleaved per token, so this is a view
-        # of contiguous rows and index_select copies whole rows
-        return x.transpose(1, 2).reshape(B * n, -1).index_select(0, rows)
+    def head_rows(x: torch.Tensor) -> torch.Tensor:
+        # [B, H, n, d'] -> [N, H, bs, d']: whole token rows are gathered (HF's projections interleave heads per token,
+        # so this reads a view of contiguous rows), then transposed in one copy
+        width = x.shape[-1]
+        gathered = x.transpose(1, 2).reshape(B * n, H * width).index_select(0, rows).view(N, bs, H, width)
+        return gathered.transpose(1, 2).reshape(N * H, bs, width)
 
-    qb = token_rows(query).view(N, bs, H, d).transpose(1, 2).reshape(N * H, bs, d)
-    kb = token_rows(key).view(N, bs, H, d).permute(0, 2, 3, 1).reshape(N * H, d, bs)
-    # -lse per row, -inf for dead rows: exp() then zeroes them with no pass over the blocks
-    neg_lse = token_rows(lse).view(N, bs, H).neg().masked_fill(~tok_live[..., None], float("-inf"))
-    scores = torch.baddbmm(neg_lse.transpose(1, 2).reshape(N * H, bs, 1), qb, kb, alpha=scaling).view(N, H, bs, bs)
-    scores.masked_fill_(~tok_live[:, None, None, :], float("-inf")).exp_()
+    # -lse per row, -inf for dead rows (exp() then zeroes them without a pass over the blocks)
+    neg_lse = head_rows(lse[..., None]).neg().masked_fill(~tok_live.repeat_interleave(H, 0)[..., None], float("-inf"))
+    scores = torch.baddbmm(neg_lse, head_rows(query), head_rows(key).transpose(1, 2), alpha=scaling)
+    scores = scores.view(N, H, bs, bs).masked_fill_(~tok_live[:, None, None, :], float("-inf")).exp_()
     return DiagonalBlocks(scores.contiguous(memory_format=torch.channels_last), index, B, K)
 
 
