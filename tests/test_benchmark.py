@@ -78,20 +78,6 @@ def test_benchmark_times_blockskim_with_both_attention_paths(tmp_run_root):
     assert "threshold calibrated" in md
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [("skim_attention=[flash]", "skim_attention: unknown 'flash'"), ("calibrate_keep_ratio=1.5", "calibrate_keep_ratio must be")],
-)
-def test_benchmark_refuses_bad_skim_options(tmp_run_root, override, message):
-    from skim.benchmark import benchmark
-    from skim.errors import ConfigError
-
-    cfg = compose_cfg([*TINY, "data=synthetic", "skim=blockskim", override], config_name="benchmark", output_dir=tmp_run_root / "b")
-    with pytest.raises(ConfigError, match=message):
-        benchmark(cfg)
-    assert not (tmp_run_root / "b" / "benchmark.json").exists()
-
-
 def test_report_table_and_pareto_plot(tmp_path):
     from skim.report import main, pareto_front
 

@@ -228,9 +228,16 @@ def test_best_checkpoint_survives_a_resume_into_a_new_directory(tmp_path):
     ("num_batches=-1", "num_batches: -1 is not an integer >= 1"),
     ("dtypes=[fp64]", "dtypes: unknown 'fp64'"),
     ("dense_attention=[flash]", "dense_attention: unknown 'flash'"),
+    ("skim_attention=[flash]", "skim_attention: unknown 'flash'"),
+    ("calibrate_keep_ratio=1.5", "calibrate_keep_ratio must be a number in (0, 1)"),
 ])
 def test_benchmark_options_are_checked_before_any_data(tmp_run_root, capsys, override, message):
     from skim.benchmark import benchmark
 
     cfg = _cfg(["model=tiny", "data=squad_local", "data.validation_file=/nonexistent.json", override], tmp_run_root / "b", "benchmark")
     assert message in _one_line_error(capsys, benchmark, cfg)
+
+
+def test_unknown_scheduler_is_one_line_before_any_data(tmp_run_root, capsys):
+    cfg = _cfg([*TINY, "data.validation_file=/nonexistent.json", "optim.scheduler=cosine_annealing"], tmp_run_root / "s")
+    assert "optim.scheduler must be none or one of transformers' linear" in _one_line_error(capsys, train_mod.train, cfg)

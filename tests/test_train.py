@@ -203,3 +203,25 @@ def test_wandb_config_holds_choices_and_overrides_once(tmp_run_root):
     assert "data=squad_local" in values["overrides"]
     assert values["data"]["batch_size"] == 16
     assert not {"batch_size", "max_seq_length", "train_file", "hub_name"} & set(values)
+
+
+def test_learning_rate_follows_transformers_linear_warmup_schedule(minilm_path):
+    """optim.scheduler is a transformers scheduler (get_scheduler): linear warm-up over warmup_ratio of the steps,
+    then linear decay to 0, stepped per optimiser step."""
+    import lightning.pytorch as pl
+
+    from skim.models.qa_module import QAModule
+
+    model = {"pretrained_name_or_path": minilm_path, "random_init": True,
+             "config_overrides": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}}
+    module = QAModule(model=model, optim={"lr": 1e-3, "warmup_ratio": 0.2, "scheduler": "linear"})
+    module.trainer = pl.Trainer(max_steps=10, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step(), sched.step()
+    expected = [0.0, 5e-4] + [1e-3 * (10 - s) / 8 for s in range(2, 10)]
+    assert lrs == pytest.approx(expected)

@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from omegaconf import OmegaConf
+from transformers import get_scheduler
 
 from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder
 from skim.errors import ConfigError
@@ -16,6 +17,14 @@ from skim.models.backbone import build_backbone, resolve_attn_implementation
 from skim.models.checkpoint import read_checkpoint
 from skim.strategies.base import build_strategy
 from skim.utils.run import write_json
+
+#: transformers schedulers that step per optimiser step from (warm-up steps, total steps) alone
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
+
+
+def check_scheduler(name: Any) -> None:
+    if name not in (None, "none", *SCHEDULERS):
+        raise ConfigError(f"optim.scheduler must be none or one of transformers' {', '.join(SCHEDULERS)}; got {name!r}")
 
 
 def _plain(cfg: Any) -> Any:
@@ -191,15 +200,10 @@ class SkimTaskModule(pl.LightningModule):
             {"params": no_decay, "weight_decay": 0.0},
         ]
         opt = torch.optim.AdamW(groups, lr=cfg["lr"], eps=cfg["adam_eps"])
-        if cfg.get("scheduler", "linear") in (None, "none", "constant"):
+        name = cfg.get("scheduler", "linear")
+        if name in (None, "none"):
             return opt
+        check_scheduler(name)
         total = self.total_training_steps()
-        warmup = int(cfg["warmup_ratio"] * total)
-
-        def lr_lambda(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / max(warmup, 1)
-            return max(0.0, (total - step) / max(total - warmup, 1))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        sched = get_scheduler(name, opt, num_warmup_steps=int(cfg["warmup_ratio"] * total), num_training_steps=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

