@@ -126,10 +126,8 @@ def point_label(row: dict[str, Any]) -> str:
 
 
 def pareto_figure(rows: list[dict[str, Any]], accuracy: str, speed: str = "val/flops/speedup"):
-    """Accuracy vs speed-up scatter, one colour per strategy, partial evaluations hollow, Pareto front drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Accuracy vs speed-up scatter, one colour per strategy, partial evaluations hollow, Pareto front drawn (on the
+    current matplotlib backend: inline in a notebook; :func:`pareto_plot` writes files with Agg)."""
     import matplotlib.pyplot as plt
 
     pts = [(float(r["metrics"][speed]), float(r["metrics"][accuracy]), r) for r in rows if speed in r.get("metrics", {}) and accuracy in r.get("metrics", {})]
@@ -173,6 +171,9 @@ def pareto_figure(rows: list[dict[str, Any]], accuracy: str, speed: str = "val/f
 
 def pareto_plot(rows: list[dict[str, Any]], path: str | Path, accuracy: str, speed: str = "val/flops/speedup") -> Path:
     """:func:`pareto_figure`, written as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig = pareto_figure(rows, accuracy, speed)

@@ -296,8 +296,6 @@ def figure(view: ExampleView, window: int = 0, with_text: bool = True, width_in:
     """The example as a matplotlib figure: (optionally) the shaded text, then the kept counts and Block-Skim's
     P(keep) heatmap."""
     import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_agg import RendererAgg
     from matplotlib.colors import BoundaryNorm, ListedColormap
@@ -343,7 +341,7 @@ def figure(view: ExampleView, window: int = 0, with_text: bool = True, width_in:
             x += w
         n_lines = line + 1
     text_h = (n_lines * line_h + margin) / dpi if with_text else 0.0
-    chart_h = 2.45 if with_text else 2.3
+    chart_h = 2.6 if with_text else 2.3
     fig = plt.figure(figsize=(width_in, text_h + chart_h + 0.35), dpi=dpi)
     total_h = fig.get_figheight()
     if with_text:
@@ -363,7 +361,7 @@ def figure(view: ExampleView, window: int = 0, with_text: bool = True, width_in:
             ax.text(x + (3 if pc is not None and pc.special else 0), y + line_h / 2 - 2, text, fontproperties=p, va="center",
                     ha="left", color="#555555" if pc is not None and pc.special else "black")
     # charts: kept tokens per layer, Block-Skim's P(keep) heatmap, the colour key of the text
-    bottom = (0.5 if with_text else 0.45) / total_h
+    bottom = (0.62 if with_text else 0.45) / total_h
     height = (chart_h - 0.55) / total_h
     has_blocks = win.block_p_keep is not None
     ax1 = fig.add_axes((0.06, bottom, 0.26 if has_blocks else 0.55, height))
@@ -432,25 +430,27 @@ def png_bytes(view: ExampleView, window: int = 0, with_text: bool = True) -> byt
 
 # ---- HTML ------------------------------------------------------------------------------------------------
 _STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:60em;margin:1.5em auto;color:#222}
-.ex{border-top:1px solid #ccc;padding-top:.6em;margin-top:1.2em}
-.ex h2{font-size:1.05em;margin:.2em 0 .4em}
-.hdr td{padding:.1em .6em .1em 0;vertical-align:top}.hdr td:first-child{font-weight:600;color:#555}
-.txt{line-height:1.9;font-size:.95em;margin:.6em 0}
-.t{border-radius:2px;padding:.12em 0}
-.sp{font-size:.75em;color:#555;border:1px solid #aaa;border-radius:3px;padding:0 .2em;margin:0 .15em}
-.g{text-decoration:underline;text-decoration-color:#2ca02c;text-decoration-thickness:3px;text-underline-offset:3px}
-.p{outline:1.5px solid #d62728}
-.key span{display:inline-block;min-width:1.6em;text-align:center;font-size:.8em;border-radius:2px}
-.ok{color:#2ca02c}.bad{color:#d62728}
-img{max-width:100%}
+.skimvis{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:60em;color:#222}
+.skimvis h1{font-size:1.3em}
+.skimvis .ex{border-top:1px solid #ccc;padding-top:.6em;margin-top:1.2em}
+.skimvis .ex h2{font-size:1.05em;margin:.2em 0 .4em}
+.skimvis .hdr td{padding:.1em .6em .1em 0;vertical-align:top;text-align:left}
+.skimvis .hdr td:first-child{font-weight:600;color:#555}
+.skimvis .txt{line-height:1.9;font-size:.95em;margin:.6em 0}
+.skimvis .t{border-radius:2px;padding:.12em 0}
+.skimvis .sp{font-size:.75em;color:#555;border:1px solid #aaa;border-radius:3px;padding:0 .2em;margin:0 .15em}
+.skimvis .g{text-decoration:underline;text-decoration-color:#2ca02c;text-decoration-thickness:3px;text-underline-offset:3px}
+.skimvis .p{outline:1.5px solid #d62728}
+.skimvis .key span{display:inline-block;min-width:1.6em;text-align:center;font-size:.8em;border-radius:2px}
+.skimvis .ok{color:#2ca02c}.skimvis .bad{color:#d62728}
+.skimvis img{max-width:100%}
 """
 
 
-def render_html(views: list[ExampleView], title: str = "skim: what was skimmed") -> str:
-    """One self-contained HTML page (inline CSS, charts as embedded PNG) for ``views``."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_STYLE}</style></head><body><h1 style='font-size:1.3em'>{html.escape(title)}</h1>"]
+def render_html(views: list[ExampleView], title: str = "skim: what was skimmed", standalone: bool = True) -> str:
+    """One self-contained HTML page (inline CSS, charts as embedded PNG) for ``views``; ``standalone=False``: the same
+    as a fragment whose styles apply to it only (for a notebook cell)."""
+    parts = [f"<style>{_STYLE}</style><div class='skimvis'><h1>{html.escape(title)}</h1>"]
     if views:
         L = views[0].num_layers
         key = "".join(f"<span style='background:{_css(shade(k, L))}'>{k}</span>" for k in range(L + 1))
@@ -461,8 +461,12 @@ def render_html(views: list[ExampleView], title: str = "skim: what was skimmed")
         )
     for v in views:
         parts.append(_example_html(v))
-    parts.append("</body></html>")
-    return "".join(parts)
+    parts.append("</div>")
+    body = "".join(parts)
+    if not standalone:
+        return body
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+            f"<body style='margin:1.5em auto;max-width:62em'>{body}</body></html>")
 
 
 def _example_html(v: ExampleView) -> str:
@@ -522,10 +526,12 @@ def write_outputs(views: list[ExampleView], out_dir: str | os.PathLike) -> list[
 
 # ---- CLI -------------------------------------------------------------------------------------------------
 def visualize(cfg: DictConfig) -> dict:
+    import matplotlib
     from hydra.utils import instantiate
 
     from skim.models.checkpoint import load_task_module
 
+    matplotlib.use("Agg")  # files only
     validate_config(cfg)
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path is required: python -m skim.visualize ckpt_path=<run>/checkpoints/last.ckpt example=0")
