@@ -121,9 +121,11 @@ def analytic_gflops(module, rows) -> tuple[float, float, list[float]]:
     kept_sum = None
     real_sum = 0.0
     for out, _ in rows:
-        skim = encoder_macs(out.kept_per_layer.cpu(), shape, lambda i, t: strategy.predictor_macs(i, t, hidden), strategy.predictor_tokens(out).cpu())
-        skim = skim + head_macs(task, out.final_keep.sum(1).cpu(), shape, num_labels)
         real = out.real_tokens.cpu()
+        skim = encoder_macs(
+            out.kept_per_layer.cpu(), shape, lambda i, t: strategy.predictor_macs(i, t, hidden), strategy.predictor_tokens(out).cpu(), input_tokens=real
+        )
+        skim = skim + head_macs(task, out.final_keep.sum(1).cpu(), shape, num_labels)
         dense = encoder_macs(real[None].expand_as(out.kept_per_layer.cpu()), shape) + head_macs(task, real, shape, num_labels)
         skim_total += 2 * float(skim.sum())
         dense_total += 2 * float(dense.sum())

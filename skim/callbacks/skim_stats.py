@@ -91,7 +91,7 @@ class FlopsCallback(_Accumulating):
         hidden = shape.hidden
         num_labels = getattr(pl_module, "num_labels", None) or 2
         kept, real = s["kept"], s["real"]
-        skim = encoder_macs(kept, shape, lambda i, t: strategy.predictor_macs(i, t, hidden), s["pred_tokens"])
+        skim = encoder_macs(kept, shape, lambda i, t: strategy.predictor_macs(i, t, hidden), s["pred_tokens"], input_tokens=real)
         skim = skim + head_macs(task, s["final"], shape, num_labels)
         dense_tokens = real[None].expand_as(kept)
         dense = encoder_macs(dense_tokens, shape) + head_macs(task, real, shape, num_labels)
