@@ -28,6 +28,10 @@ BEST_METRICS = ("val/f1", "val/em", "val/acc", "val/mcc", "val/pearson", "val/sp
 #: summary = the last value (what the final model does)
 LAST_METRICS = ("val/flops/speedup", "val/flops/speedup_vs_padded", "val/skim/kept_mean", "val/num_scored")
 STEP = "trainer/global_step"
+#: the keys of what this callback logs (skim.dashboard's panels read them)
+KEPT_TABLE_KEY = "val/skim/kept_ratio_table"
+KEPT_PLOT_KEY = "val/skim/kept_ratio_plot"
+VISUALIZATION_KEY = "val/visualization"
 
 
 class WandbMediaCallback(pl.Callback):
@@ -84,13 +88,13 @@ class WandbMediaCallback(pl.Callback):
         if self.kept_table:
             table = kept_ratio_table(trainer.callback_metrics)
             if table is not None:
-                payload["val/skim/kept_ratio_table"] = table
-                payload["val/skim/kept_ratio_plot"] = wandb.plot.line(
+                payload[KEPT_TABLE_KEY] = table
+                payload[KEPT_PLOT_KEY] = wandb.plot.line(
                     table, "layer", "kept_ratio", title="kept-token ratio entering each layer (padding excluded)"
                 )
         page = self.visualization(trainer, pl_module)
         if page is not None:
-            payload["val/visualization"] = wandb.Html(page)
+            payload[VISUALIZATION_KEY] = wandb.Html(page)
         if payload:
             run.log({**payload, STEP: trainer.global_step})
 
