@@ -191,7 +191,7 @@ def _qa_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
     for j in range(n_feat):
         tokens = _tokens(enc.sequence_ids(j), enc["offset_mapping"][j], enc["input_ids"][j], tok)
         windows.append(_window(module, out, j, tokens, texts, {1: golds}, {1: [pred_span] if pred_span else []}))
-    header = [("question", rec["question"]), ("gold", " | ".join(gold_texts) or "(no answer)"),
+    header = [("question", rec["question"]), ("gold", " | ".join(dict.fromkeys(gold_texts)) or "(no answer)"),
               ("predicted", pred_text or "(no answer)"), ("score", f"EM {scores['exact_match']:.0f} · F1 {scores['f1']:.1f}")]
     return ExampleView("qa", index, str(rec["id"]), module.strategy.name, module.encoder.num_layers, header, windows,
                        threshold=getattr(module.strategy.cfg, "threshold", None), correct=scores["exact_match"] == 100.0,
