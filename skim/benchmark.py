@@ -182,7 +182,7 @@ def check_options(cfg: DictConfig) -> None:
 
 
 
-def skim_attention(module, requested: str) -> str:
+def resolve_skim_attention(module, requested: str) -> str:
     """``auto``: the attention the skim model was built with (a strategy's own attention function, if it has one)."""
     if requested == "auto":
         return module.encoder.backbone.config._attn_implementation
@@ -193,7 +193,8 @@ def skim_attention(module, requested: str) -> str:
 @torch.inference_mode()
 def calibrate_threshold(module, batch: dict, keep_ratio: float) -> float:
     """Untrained Block-Skim predictors: the threshold at which the first skim layer keeps ``keep_ratio`` of the real
-    blocks of ``batch``, so that a random-init predictor makes a real keep decision of a known size."""
+    blocks of ``batch`` (midway between two blocks' P(keep), so no block sits on it), so that a random-init predictor
+    makes a real keep decision of a known size."""
     strategy = module.strategy
     if not hasattr(strategy.cfg, "threshold") or not getattr(strategy, "skim_layers", None):
         raise ConfigError(f"calibrate_keep_ratio needs a strategy with block predictors and a threshold (skim={strategy.name})")
@@ -203,9 +204,12 @@ def calibrate_threshold(module, batch: dict, keep_ratio: float) -> float:
         out = module(batch, mode="prune")[-1]
     finally:
         strategy.cfg.threshold = saved
+    if "block_logits" not in out.extras:
+        raise ConfigError(f"calibrate_keep_ratio needs a strategy that reports block logits (skim={strategy.name})")
     logits, _, valid = out.extras["block_logits"][strategy.skim_layers[0]]
-    p_keep = logits.float().softmax(-1)[..., 1][valid]
-    return float(torch.quantile(p_keep.double(), 1.0 - keep_ratio))
+    p_keep = logits.double().softmax(-1)[..., 1][valid].sort(descending=True).values
+    m = min(max(round(keep_ratio * p_keep.numel()), 1), p_keep.numel())
+    return float(p_keep[m - 1] if m == p_keep.numel() else (p_keep[m - 1] + p_keep[m]) / 2)
 
 
 def benchmark(cfg: DictConfig) -> dict:
@@ -229,7 +233,7 @@ def benchmark(cfg: DictConfig) -> dict:
         first = make_batches(datamodule, max(cfg.batch_sizes), 1, device)[0]
         skim_mod.strategy.cfg.threshold = calibrate_threshold(skim_mod, first, cfg.calibrate_keep_ratio)
         log.info("calibrated skim.threshold=%.8g (keeps %.3f of the first skim layer's blocks)", skim_mod.strategy.cfg.threshold, cfg.calibrate_keep_ratio)
-    skim_impls = [skim_attention(skim_mod, a) for a in cfg.skim_attention]
+    skim_impls = list(dict.fromkeys(resolve_skim_attention(skim_mod, a) for a in cfg.skim_attention))
     built_impl = skim_mod.encoder.backbone.config._attn_implementation
     combos = [(bs, dt) for bs in cfg.batch_sizes for dt in cfg.dtypes]
     results = []

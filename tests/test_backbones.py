@@ -147,6 +147,9 @@ def test_blockskim_attention_function_gives_the_eager_probabilities_blocks(arch)
         torch.testing.assert_close(a.extras["block_logits"][i][0], b.extras["block_logits"][i][0], atol=1e-4, rtol=1e-4)
     assert torch.equal(a.final_keep, b.final_keep)
     assert (a.kept_per_layer[-1] < mask.sum(1)).any()
+    # the whole model: the outputs of the fused path equal the eager path's
+    real = mask.bool()
+    torch.testing.assert_close(a.last_hidden_state[real], b.last_hidden_state[real], atol=1e-4, rtol=1e-4)
 
 
 def test_albert_skims_per_application_of_the_shared_layer():

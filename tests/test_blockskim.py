@@ -204,8 +204,6 @@ def test_lse_blocks_equal_eager_blocks(batch_size, n):
 def test_dead_blocks_get_the_zero_block_logits():
     """At inference the CNN runs on live blocks only; a block without a live token gets the logits the CNN gives an
     all-zero block, exactly what it gets when every block runs (eval-mode batch norm is per block)."""
-    from skim.strategies.blockskim import BlockSkim
-
     enc = _blockskim_encoder()
     pred = enc.strategy.predictors["0"]
     with torch.no_grad():
@@ -216,8 +214,8 @@ def test_dead_blocks_get_the_zero_block_logits():
     alive[1, 50:] = False
     alive[2, :40] = False
     with torch.no_grad():
-        every = BlockSkim._block_logits(pred, diagonal_blocks(probs, alive, 32))
-        live = BlockSkim._block_logits(pred, diagonal_blocks(probs, alive, 32, live_only=True))
+        every = pred.block_logits(diagonal_blocks(probs, alive, 32))
+        live = pred.block_logits(diagonal_blocks(probs, alive, 32, live_only=True))
     assert live.shape == every.shape == (3, 4, 2)
     torch.testing.assert_close(live, every, atol=1e-6, rtol=1e-5)
     assert not torch.equal(every[1, 3], every[0, 0])  # dead and live blocks really differ
@@ -371,26 +369,88 @@ def test_fused_training_path_is_eager_with_gradients():
     b = fused(ids, mask, mode="mask")
     for i, (logits, _, _) in a.extras["block_logits"].items():
         torch.testing.assert_close(b.extras["block_logits"][i][0], logits, atol=1e-5, rtol=1e-4)
+    a.extras["block_logits"][1][0].sum().backward()
     b.extras["block_logits"][1][0].sum().backward()
-    # the block loss reaches the backbone through the attention probabilities
-    assert fused.backbone.encoder.layer[1].attention.self.query.weight.grad.abs().sum() > 0
+    # the block loss reaches the backbone through the attention probabilities, exactly as through HF's eager ones
+    grad = fused.backbone.encoder.layer[1].attention.self.query.weight.grad
+    assert grad.abs().sum() > 0
+    torch.testing.assert_close(grad, ref.backbone.encoder.layer[1].attention.self.query.weight.grad, atol=1e-5, rtol=1e-4)
 
 
 def test_folded_batch_norm_equals_batch_norm_and_follows_weight_changes():
-    """Inference folds the batch norms into the convolutions (cached); the result equals the module's batch-norm path,
-    also after the weights change in place (an optimiser step, load_state_dict) while the cache is warm."""
+    """Inference folds the batch norms into the convolutions (cached); the result equals the module's batch-norm path
+    after every way the weights change while the cache is warm: an in-place update, load_state_dict, a write through
+    ``.data`` followed by a train/eval round trip, ``.to()``, and parameters made under inference_mode."""
+
     from skim.strategies.blockskim import BlockPredictor
 
     torch.manual_seed(0)
     pred = BlockPredictor(4, 32).eval()
     x = torch.rand(5, 4, 32, 32)
-    for step in range(2):
+
+    def check(model, inp):
         with torch.no_grad():
-            for bn in (pred.bn1, pred.bn2):
-                bn.running_mean.uniform_(-0.2, 0.2), bn.running_var.uniform_(0.5, 2.0), bn.weight.uniform_(0.5, 1.5)
-            if step:
-                pred.load_state_dict({k: v + 0.05 for k, v in pred.state_dict().items() if v.is_floating_point()}, strict=False)
-            folded = pred(x)
+            folded = model(inp)
         with torch.enable_grad():
-            reference = pred(x)  # grad mode runs the batch-norm modules
+            reference = model(inp)  # grad mode runs the batch-norm modules
         torch.testing.assert_close(folded, reference, atol=1e-5, rtol=1e-5)
+        return folded
+
+    with torch.no_grad():
+        for bn in (pred.bn1, pred.bn2):  # non-trivial running statistics
+            bn.running_mean.uniform_(-0.2, 0.2), bn.running_var.uniform_(0.5, 2.0), bn.weight.uniform_(0.5, 1.5)
+    before = check(pred, x)
+    with torch.no_grad():
+        pred.bn1.running_mean.add_(0.3)  # in place: bumps the version
+    assert not torch.allclose(check(pred, x), before)
+    state = {k: v + 0.05 if v.is_floating_point() else v for k, v in pred.state_dict().items()}
+    before = check(pred, x)
+    pred.load_state_dict(state)
+    assert not torch.allclose(check(pred, x), before)
+    before = check(pred, x)
+    pred.conv1.weight.data.mul_(2.0)  # no version bump: the train/eval round trip drops the cache
+    pred.train().eval()
+    assert not torch.allclose(check(pred, x), before)
+    check(pred.double(), x.double())
+    pred.float()
+    with torch.inference_mode():  # parameters made here are inference tensors: folded every call, never cached
+        made_there = BlockPredictor(4, 32).eval()
+        made_there.load_state_dict(pred.state_dict())
+        torch.testing.assert_close(made_there(x), check(pred, x))
+        made_there.bn2.running_var.mul_(3.0)
+        got = made_there(x)
+    with torch.no_grad():
+        pred.bn2.running_var.mul_(3.0)
+    torch.testing.assert_close(got, check(pred, x))
+
+
+def test_fused_path_in_bf16_matches_eager():
+    """A bf16 model (no autocast) runs the fused path; the blocks are computed in float32 whatever the dtype, so the
+    keep decisions and hidden states follow the eager bf16 reference."""
+    ref, fused = _fused_and_eager()
+    ref, fused = ref.to(torch.bfloat16), fused.to(torch.bfloat16)
+    ids, mask = ragged_batch(8, 150, min_len=40, seed=7)
+    with torch.no_grad():
+        a, b = ref(ids, mask, mode="prune"), fused(ids, mask, mode="prune")
+    assert b.last_hidden_state.dtype == torch.bfloat16
+    agree = (a.final_keep == b.final_keep).float().mean()
+    assert agree > 0.95  # bf16 eager probabilities are themselves rounded; decisions at the threshold may differ
+    keep = a.final_keep & b.final_keep
+    torch.testing.assert_close(b.last_hidden_state[keep].float(), a.last_hidden_state[keep].float(), atol=0.1, rtol=0.05)
+
+
+def test_lse_blocks_under_bf16_autocast_stay_float32():
+    from skim.strategies.blockskim import _fused_attention_with_lse, live_diagonal_blocks
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 4, 100, 16, generator=g) * 2 for _ in range(3))
+    alive = torch.ones(2, 100, dtype=torch.bool)
+    alive[1, 70:] = False
+    additive = torch.zeros(2, 1, 1, 100).masked_fill(~alive[:, None, None], torch.finfo(torch.float32).min)
+    probs = (q @ k.transpose(-1, -2) * 0.25 + additive).softmax(-1)
+    want = diagonal_blocks(probs, alive, 32, live_only=True).values
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, lse = _fused_attention_with_lse(q, k, v, additive, 0.25)
+        got = live_diagonal_blocks(q, k, lse, alive, 0.25, 32).values
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

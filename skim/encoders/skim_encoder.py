@@ -332,7 +332,11 @@ class SkimEncoder(nn.Module):
         """Physically remove dead tokens: keep each example's alive tokens in order, pad to the longest."""
         counts = state.alive.sum(1)
         width = int(counts.max().clamp_min(1))
-        if width == state.alive.shape[1] and bool(state.alive[:, :width].all()):
+        if not bool((state.alive[:, 1:] & ~state.alive[:, :-1]).any()):
+            # already packed (every example's alive tokens are a prefix: nothing dropped, or only trailing tokens):
+            # trimming the common dead tail is a view, no sort and no copy of the hidden states
+            if width < state.alive.shape[1]:
+                state.hidden, state.pos, state.alive = state.hidden[:, :width], state.pos[:, :width], state.alive[:, :width]
             return
         # stable sort puts alive tokens first in their original order
         order = torch.sort((~state.alive).to(torch.int8), dim=1, stable=True).indices[:, :width]

@@ -12,10 +12,11 @@ Faithful defaults; the original code's quirks are flags:
 * ``ignore_padding_blocks`` – the original computes the block loss over every block of the padded input.
 
 The predictor reads attention probabilities after dropout (as the original). Training computes them with eager
-attention inside the strategy's attention function; inference never materialises the [n, n] probabilities: fused
-attention returns each row's log-sum-exp, and only the diagonal blocks are computed, as
-``exp(Q_b K_b^T * scale + mask_b - lse_b)`` (O(n * bs * d) per head instead of O(n^2 * d)). Layers without a predictor
-run plain SDPA. ``model.attn_implementation=eager`` keeps HF's eager attention everywhere (the reference).
+attention inside the strategy's attention function. At inference on CPU the [n, n] probabilities are never
+materialised: the fused kernel returns each row's log-sum-exp, and only the diagonal blocks that hold a live token are
+computed, as ``exp(Q_b K_b^T * scale - lse_b)`` (O(n * bs * d) per head instead of O(n^2 * d)); on other devices the
+log-sum-exp still comes from the full scores (exact, not yet the CUDA kernels' own). Layers without a predictor run
+plain SDPA. ``model.attn_implementation=eager`` keeps HF's eager attention everywhere (the reference).
 """
 
 from __future__ import annotations
@@ -71,7 +72,21 @@ class BlockPredictor(nn.Module):
         self.fc = nn.Linear(num_heads * (block_size // 4) ** 2, 2)
         nn.init.normal_(self.fc.weight, std=0.02)  # HF init_weights re-inits Linear layers like this
         nn.init.zeros_(self.fc.bias)
+        # inference only: the convolutions with the batch norms folded in, and the logits of an all-zero block
         self._folded: tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._zero_logits: torch.Tensor | None = None
+        self.register_load_state_dict_post_hook(lambda module, incompatible: module._drop_folded())
+
+    def _drop_folded(self) -> None:
+        self._folded = self._zero_logits = None
+
+    def train(self, mode: bool = True) -> BlockPredictor:
+        self._drop_folded()  # weights only change in training (or through load_state_dict / .to(), also dropped)
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        self._drop_folded()
+        return super()._apply(fn, recurse)
 
     def forward(self, blocks: torch.Tensor) -> torch.Tensor:  # [N, H, bs, bs] -> [N, 2]
         # channels-last (heads innermost): oneDNN runs these 3x3 convolutions over few channels ~2x faster on CPU
@@ -85,19 +100,37 @@ class BlockPredictor(nn.Module):
         return self.fc(x.flatten(1))
 
     def _folded_convs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Convolution weights with the batch norms folded in (channels-last), cached until a parameter or running
-        statistic changes: an in-place update (optimiser step, load_state_dict) bumps a tensor's version, ``.to()``
-        makes new storage."""
+        """Convolution weights with the batch norms folded in (channels-last). Cached in eval mode: ``train()``,
+        ``load_state_dict`` and ``.to()`` drop the cache, and an in-place update in between (an optimiser step, a
+        ``copy_``) bumps a tensor's version, which the cache key holds. (A write through ``.data`` bumps nothing:
+        switch to ``train()`` and back after one.) Parameters made under ``inference_mode`` are folded every call."""
         pairs = ((self.conv1, self.bn1), (self.conv2, self.bn2))
         tensors = [t for conv, bn in pairs for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)]
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
-        if self._folded is None or self._folded[0] != key:
-            folded = []
-            for conv, bn in pairs:
-                w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
-                folded.append((w.detach().contiguous(memory_format=torch.channels_last), b.detach()))
-            self._folded = (key, folded)
-        return self._folded[1]
+        tensors += [self.fc.weight, self.fc.bias]  # not folded, but the cached zero-block logits depend on them
+        cacheable = not any(t.is_inference() for t in tensors)  # inference tensors have no version counter
+        key = tuple((t.data_ptr(), t._version) for t in tensors) if cacheable else None
+        if self._folded is not None and self._folded[0] == key and cacheable:
+            return self._folded[1]
+        folded = []
+        for conv, bn in pairs:
+            w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+            folded.append((w.detach().contiguous(memory_format=torch.channels_last), b.detach()))
+        if cacheable:
+            self._folded, self._zero_logits = (key, folded), None
+        return folded
+
+    def block_logits(self, blocks: DiagonalBlocks) -> torch.Tensor:
+        """[B, K, 2] logits of every block. Blocks without a live token are all zero, and in eval mode (batch norm with
+        running statistics, per block) the CNN maps every such block to the same logits: computed once."""
+        x = self(blocks.values.to(self.fc.weight.dtype))
+        B, K = blocks.batch, blocks.num_blocks
+        if blocks.index is None or x.shape[0] == B * K:
+            return x.view(B, K, 2)
+        zero = self._zero_logits
+        if zero is None or zero.dtype != x.dtype:
+            zero = self(blocks.values.new_zeros((1, *blocks.values.shape[1:]), dtype=self.fc.weight.dtype))
+            self._zero_logits = zero if self._folded is not None else None
+        return zero.expand(B * K, 2).index_copy(0, blocks.index, x).view(B, K, 2)
 
 
 ATTN_NAME = "skim_blockskim"
@@ -120,19 +153,31 @@ class DiagonalBlocks:
     num_blocks: int
 
 
+def block_liveness(alive: torch.Tensor, block_size: int) -> tuple[torch.Tensor, int]:
+    """[B, n] bool -> ([B * K, bs] bool: the tokens of every block, a ragged last block padded with False; K)."""
+    B, n = alive.shape
+    K = -(-n // block_size)
+    return F.pad(alive, (0, K * block_size - n)).view(B * K, block_size), K
+
+
+def _live_index(live: torch.Tensor) -> torch.Tensor:
+    """[B * K, bs] block liveness -> [N] flat indices of the blocks holding a live token (a host sync on CUDA)."""
+    return live.any(-1).nonzero().squeeze(1)
+
+
 def diagonal_blocks(probs: torch.Tensor, alive: torch.Tensor, block_size: int, live_only: bool = False) -> DiagonalBlocks:
     """[B, H, n, n] attention probabilities -> their diagonal blocks (K = ceil(n / bs) per example), copying only the
     blocks (1/K of the tensor: the full ones are a strided view, the ragged last one is padded on its own) and masking
-    only them. ``live_only``: keep just the blocks that hold a live token."""
-    B, n = alive.shape
-    bs = block_size
-    K = -(-n // bs)
-    live = F.pad(alive, (0, K * bs - n)).view(B, K, 1, bs)
-    blocks = _diagonal_of(probs, bs) * (live[..., :, None] & live[..., None, :])  # [B, K, H, bs, bs]
-    if not live_only:
-        return DiagonalBlocks(blocks.flatten(0, 1), None, B, K)
-    index = live.flatten(0, 1).any(-1).view(-1).nonzero().squeeze(1)
-    return DiagonalBlocks(blocks.flatten(0, 1).index_select(0, index), index, B, K)
+    only them. ``live_only``: just the blocks that hold a live token (gathered from the view, nothing else copied)."""
+    B = alive.shape[0]
+    live, K = block_liveness(alive, block_size)
+    blocks = _diagonal_of(probs, block_size)  # [B, K, H, bs, bs]
+    if live_only:
+        index = _live_index(live)
+        blocks, live = blocks[index // K, index % K], live.index_select(0, index)
+    else:
+        index, blocks = None, blocks.flatten(0, 1)
+    return DiagonalBlocks(blocks * (live[:, None, :, None] & live[:, None, None, :]), index, B, K)
 
 
 def _diagonal_of(probs: torch.Tensor, bs: int) -> torch.Tensor:
@@ -148,28 +193,32 @@ def _diagonal_of(probs: torch.Tensor, bs: int) -> torch.Tensor:
     return blocks.permute(0, 2, 1, 3, 4)
 
 
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
 def _fused_attention_with_lse(query, key, value, additive_mask, scaling):
-    """SDPA output [B, H, n, d] and each query's log-sum-exp over the keys [B, H, n]."""
-    if query.device.type == "cpu":
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, 0.0, False, attn_mask=additive_mask, scale=scaling
-        )
-        return out, lse
-    # elsewhere: SDPA for the output; the row log-sum-exp from the scores (exact; not yet the CUDA kernels' own lse)
+    """SDPA output [B, H, n, d] and each query's log-sum-exp over the keys [B, H, n] (float32)."""
+    if query.device.type == "cpu" and _CPU_FLASH is not None:
+        out, lse = _CPU_FLASH(query, key, value, 0.0, False, attn_mask=additive_mask, scale=scaling)
+        return out, lse.float()
+    # elsewhere: SDPA for the output; the row log-sum-exp from the full scores in float32 (exact, but O(n^2): not yet
+    # the CUDA kernels' own log-sum-exp)
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=additive_mask, scale=scaling)
-    lse = torch.logsumexp(torch.matmul(query, key.transpose(-1, -2)) * scaling + additive_mask, dim=-1)
-    return out, lse
+    with torch.autocast(query.device.type, enabled=False):
+        scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scaling + additive_mask.float()
+        return out, torch.logsumexp(scores, dim=-1)
 
 
 def live_diagonal_blocks(query, key, lse, alive, scaling: float, bs: int) -> DiagonalBlocks:
     """The diagonal blocks that hold a live token, from queries, keys and each query's log-sum-exp:
     ``exp(Q_b K_b^T * scale - lse_b)`` with dead rows and columns at zero; O(n * bs * d) per head, no [n, n] matrix.
+    Computed in float32 whatever the model's dtype or autocast (the blocks are small; bf16 rounding of the exponent
+    would move probabilities by percents).
 
     ``query``/``key`` [B, H, n, d], ``lse`` [B, H, n], ``alive`` [B, n] bool."""
     B, H, n, _ = query.shape
-    K = -(-n // bs)
-    live = F.pad(alive, (0, K * bs - n)).view(B * K, bs)
-    index = live.any(-1).nonzero().squeeze(1)  # [N]
+    live, K = block_liveness(alive, bs)
+    index = _live_index(live)
     N = index.numel()
     # each block row's token as a row of [B * n]; a ragged block's padding rows read the example's last token (masked)
     tok = (((index % K) * bs)[:, None] + torch.arange(bs, device=query.device)).clamp_max(n - 1)
@@ -177,15 +226,16 @@ def live_diagonal_blocks(query, key, lse, alive, scaling: float, bs: int) -> Dia
     tok_live = live.index_select(0, index)  # [N, bs]
 
     def head_rows(x: torch.Tensor) -> torch.Tensor:
-        # [B, H, n, d'] -> [N, H, bs, d']: whole token rows are gathered (HF's projections interleave heads per token,
-        # so this reads a view of contiguous rows), then transposed in one copy
+        # [B, H, n, d'] -> [N * H, bs, d'] float32: whole token rows are gathered (HF's projections interleave heads
+        # per token, so this reads a view of contiguous rows), then transposed in one copy
         width = x.shape[-1]
         gathered = x.transpose(1, 2).reshape(B * n, H * width).index_select(0, rows).view(N, bs, H, width)
-        return gathered.transpose(1, 2).reshape(N * H, bs, width)
+        return gathered.transpose(1, 2).reshape(N * H, bs, width).float()
 
-    # -lse per row, -inf for dead rows (exp() then zeroes them without a pass over the blocks)
-    neg_lse = head_rows(lse[..., None]).neg().masked_fill(~tok_live.repeat_interleave(H, 0)[..., None], float("-inf"))
-    scores = torch.baddbmm(neg_lse, head_rows(query), head_rows(key).transpose(1, 2), alpha=scaling)
+    with torch.autocast(query.device.type, enabled=False):
+        # -lse per row, -inf for dead rows (exp() then zeroes them without a pass over the blocks)
+        neg_lse = head_rows(lse[..., None]).neg().masked_fill(~tok_live.repeat_interleave(H, 0)[..., None], float("-inf"))
+        scores = torch.baddbmm(neg_lse, head_rows(query), head_rows(key).transpose(1, 2), alpha=scaling)
     scores = scores.view(N, H, bs, bs).masked_fill_(~tok_live[:, None, None, :], float("-inf")).exp_()
     return DiagonalBlocks(scores.contiguous(memory_format=torch.channels_last), index, B, K)
 
@@ -279,12 +329,11 @@ class BlockSkim(SkimStrategy):
         blocks = attn_probs
         if not isinstance(blocks, DiagonalBlocks):  # HF eager attention: the full [B, H, n, n] probabilities
             blocks = diagonal_blocks(attn_probs, state.alive, bs, live_only=not self.training)
-        logits = self._block_logits(self.predictors[str(i)], blocks)
+        logits = self.predictors[str(i)].block_logits(blocks)
         B, K = blocks.batch, blocks.num_blocks
         n = state.alive.shape[1]
         pad = K * bs - n
-        alive_b = F.pad(state.alive, (0, pad)).view(B, K, bs)
-        valid = alive_b.any(-1)  # blocks with at least one live token
+        valid = block_liveness(state.alive, bs)[0].any(-1).view(B, K)  # blocks with at least one live token
         # original block index of each chunk: the position of its first live token
         pos_b = F.pad(state.pos, (0, pad)).view(B, K, bs)[..., 0] // bs
         state.extras.setdefault("block_logits", {})[i] = (logits, pos_b, valid)
@@ -306,17 +355,6 @@ class BlockSkim(SkimStrategy):
             keep = torch.zeros_like(keep).scatter(1, top, True)
         state.extras.setdefault("block_keep", {})[i] = keep
         return keep.repeat_interleave(bs, dim=1)[:, :n]
-
-    @staticmethod
-    def _block_logits(predictor: BlockPredictor, blocks: DiagonalBlocks) -> torch.Tensor:
-        """[B, K, 2] predictor logits. Blocks without a live token are all zero, and in eval mode (batch norm with
-        running statistics) the CNN maps every such block to the same logits: computed once, not once per block."""
-        x = predictor(blocks.values.to(predictor.fc.weight.dtype))
-        B, K = blocks.batch, blocks.num_blocks
-        if blocks.index is None or x.shape[0] == B * K:
-            return x.view(B, K, 2)
-        zero = predictor(blocks.values.new_zeros((1, *blocks.values.shape[1:]), dtype=predictor.fc.weight.dtype))
-        return zero.expand(B * K, 2).index_copy(0, blocks.index, x).view(B, K, 2)
 
     def predictor_macs(self, layer: int, tokens: torch.Tensor, hidden: int) -> torch.Tensor | int:
         """CNN cost on the ceil(tokens / bs) blocks that enter layer ``layer``'s predictor (BN/ReLU/pool ignored)."""
