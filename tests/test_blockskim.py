@@ -488,3 +488,29 @@ def test_small_inputs_take_eager_probabilities_with_the_same_result(monkeypatch)
     torch.testing.assert_close(small.last_hidden_state, large.last_hidden_state, atol=2e-5, rtol=1e-4)
     for i, (logits, _, valid) in large.extras["block_logits"].items():
         torch.testing.assert_close(small.extras["block_logits"][i][0][valid], logits[valid], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [8, 10])
+def test_attend_with_diagonal_blocks_gradients(n):
+    """The training node (probs @ value and the diagonal blocks, the blocks' gradient added into the diagonal in
+    place) passes torch.autograd.gradcheck in float64 and equals autograd through the strided view (blocks of 4:
+    n = 8 two full blocks, n = 10 a ragged last one)."""
+    from skim.strategies.blockskim import AttendWithDiagonalBlocks, _diagonal_of
+
+    bs = 4
+    g = torch.Generator().manual_seed(n)
+    probs = torch.rand(2, 2, n, n, generator=g, dtype=torch.float64, requires_grad=True)
+    value = torch.rand(2, 2, n, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p, v: AttendWithDiagonalBlocks.apply(p, v, bs), (probs, value))
+    w_out = torch.rand(2, 2, n, 3, generator=g, dtype=torch.float64)
+    w_blocks = torch.rand(2, -(-n // bs), 2, bs, bs, generator=g, dtype=torch.float64)
+    out, blocks = AttendWithDiagonalBlocks.apply(probs, value, bs)
+    got = torch.autograd.grad((out * w_out).sum() + (blocks * w_blocks).sum(), (probs, value))
+    want = torch.autograd.grad((probs @ value * w_out).sum() + (_diagonal_of(probs, bs) * w_blocks).sum(), (probs, value))
+    torch.testing.assert_close(got, want)
+    # only the blocks used (the attention output unused), and only the output used
+    _, blocks = AttendWithDiagonalBlocks.apply(probs, value, bs)
+    torch.testing.assert_close(torch.autograd.grad((blocks * w_blocks).sum(), probs)[0],
+                               torch.autograd.grad((_diagonal_of(probs, bs) * w_blocks).sum(), probs)[0])
+    out, _ = AttendWithDiagonalBlocks.apply(probs, value, bs)
+    torch.testing.assert_close(torch.autograd.grad((out * w_out).sum(), probs)[0], torch.autograd.grad((probs @ value * w_out).sum(), probs)[0])

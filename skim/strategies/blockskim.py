@@ -171,9 +171,13 @@ def diagonal_blocks(probs: torch.Tensor, alive: torch.Tensor, block_size: int, l
     """[B, H, n, n] attention probabilities -> their diagonal blocks (K = ceil(n / bs) per example), copying only the
     blocks (1/K of the tensor: the full ones are a strided view, the ragged last one is padded on its own) and masking
     only them. ``live_only``: just the blocks that hold a live token (gathered from the view, nothing else copied)."""
+    return mask_blocks(_diagonal_of(probs, block_size), alive, block_size, live_only)
+
+
+def mask_blocks(blocks: torch.Tensor, alive: torch.Tensor, block_size: int, live_only: bool = False) -> DiagonalBlocks:
+    """[B, K, H, bs, bs] diagonal blocks -> :class:`DiagonalBlocks` with the rows and columns of dead tokens zeroed."""
     B = alive.shape[0]
     live, K = block_liveness(alive, block_size)
-    blocks = _diagonal_of(probs, block_size)  # [B, K, H, bs, bs]
     if live_only:
         index = _live_index(live)
         blocks, live = blocks[index // K, index % K], live.index_select(0, index)
@@ -193,6 +197,40 @@ def _diagonal_of(probs: torch.Tensor, bs: int) -> torch.Tensor:
         tail = F.pad(probs[..., full * bs :, full * bs :], (0, rest, 0, rest))
         blocks = torch.cat([blocks, tail[:, :, None]], dim=2)
     return blocks.permute(0, 2, 1, 3, 4)
+
+
+class AttendWithDiagonalBlocks(torch.autograd.Function):
+    """``probs @ value`` and ``probs``' diagonal blocks [B, K, H, bs, bs] as one autograd node (training).
+
+    Autograd would give the blocks' strided view a backward that allocates a zero [B, H, n, n] gradient, scatters
+    the blocks' gradient into it and adds it to the matmul's: here the blocks' gradient is added into the diagonal
+    of the matmul's gradient in place (1/K of the tensor)."""
+
+    @staticmethod
+    def forward(ctx, probs: torch.Tensor, value: torch.Tensor, bs: int):
+        ctx.save_for_backward(probs, value)
+        ctx.bs = bs
+        return torch.matmul(probs, value), _diagonal_of(probs, bs).clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor | None, grad_blocks: torch.Tensor | None):
+        probs, value = ctx.saved_tensors
+        grad_probs = grad_value = None
+        if grad_out is not None and ctx.needs_input_grad[1]:
+            grad_value = torch.matmul(probs.transpose(-1, -2), grad_out)
+        if ctx.needs_input_grad[0]:
+            grad_probs = torch.matmul(grad_out, value.transpose(-1, -2)) if grad_out is not None else torch.zeros_like(probs)
+            if grad_blocks is not None:
+                bs, n = ctx.bs, probs.shape[-1]
+                full = n // bs
+                g = grad_blocks.permute(0, 2, 1, 3, 4)  # [B, H, K, bs, bs]
+                s0, s1, s2, s3 = grad_probs.stride()
+                diag = grad_probs.as_strided((*grad_probs.shape[:2], full, bs, bs), (s0, s1, bs * (s2 + s3), s2, s3))
+                diag.add_(g[:, :, :full])
+                if full * bs < n:
+                    r = n - full * bs
+                    grad_probs[..., full * bs :, full * bs :].add_(g[:, :, full, :r, :r])
+        return grad_probs, grad_value, None
 
 
 _CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -271,8 +309,8 @@ def blockskim_attention(module, query, key, value, attention_mask, scaling=None,
     if grad or B * n * n <= EAGER_MAX_SCORES:
         probs = (torch.matmul(query, key.transpose(-1, -2)) * scaling + additive).softmax(-1)
         probs = F.dropout(probs, p=dropout, training=module.training)
-        out = torch.matmul(probs, value).transpose(1, 2).contiguous()
-        return out, diagonal_blocks(probs, alive, bs, live_only=not grad)
+        out, blocks = AttendWithDiagonalBlocks.apply(probs, value, bs)
+        return out.transpose(1, 2).contiguous(), mask_blocks(blocks, alive, bs, live_only=not grad)
     out, lse = _fused_attention_with_lse(query, key, value, additive, scaling)
     return out.transpose(1, 2).contiguous(), live_diagonal_blocks(query, key, lse, alive, scaling, bs)
 
