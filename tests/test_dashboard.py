@@ -59,15 +59,19 @@ def test_offline_prints_the_workspace_and_why_it_cannot_save(tmp_path, monkeypat
     assert _panels(json.loads((tmp_path / "spec.json").read_text()))["What was skimmed"]
 
 
-def test_without_an_api_key_it_says_so(tmp_path, monkeypatch, capsys):
-    from skim.dashboard import main
+def test_without_an_api_key_it_says_so(tmp_path):
+    """In its own process: wandb keeps the settings it first saw (online, no key) for the rest of a process, which
+    would turn every later offline run of the test session into a login error."""
+    import os
+    import subprocess
+    import sys
 
-    for var in ("WANDB_MODE", "WANDB_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    assert main(["entity=my-team"]) == 1
-    assert "No API key" in capsys.readouterr().err
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+    env.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"), HF_HUB_OFFLINE="1")  # no ~/.netrc
+    proc = subprocess.run([sys.executable, "-m", "skim.dashboard", "entity=my-team"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "No API key" in proc.stderr
 
 
 @pytest.mark.parametrize(("argv", "message"), [(["project=skim"], "entity is required"),
