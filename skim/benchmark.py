@@ -129,14 +129,18 @@ def analytic_gflops(module, rows, mode: str = "prune") -> tuple[float, float, li
     for out, batch in rows:
         kept = out.kept_per_layer.cpu()
         real = out.real_tokens.cpu()
-        predictors = encoder_macs(kept, shape, lambda i, t: strategy.predictor_macs(i, t, hidden), strategy.predictor_tokens(out).cpu(), input_tokens=real)
-        predictors = predictors - encoder_macs(kept, shape, input_tokens=real)
-        skim = encoder_macs(kept, shape, input_tokens=real) + predictors + head_macs(task, out.final_keep.sum(1).cpu(), shape, num_labels)
+        layers = encoder_macs(kept, shape, input_tokens=real)
+        # the predictors run on live blocks / tokens only, so they cost the same as counted and as run
+        predictors_and_head = (
+            encoder_macs(kept, shape, lambda i, t: strategy.predictor_macs(i, t, hidden), strategy.predictor_tokens(out).cpu(), input_tokens=real)
+            - layers + head_macs(task, out.final_keep.sum(1).cpu(), shape, num_labels)
+        )
+        skim = layers + predictors_and_head
         dense = encoder_macs(real[None].expand_as(kept), shape) + head_macs(task, real, shape, num_labels)
         padded = torch.full_like(real, batch["input_ids"].shape[1])
         # mask mode keeps the full length; prune mode packs every layer to the longest kept example
         width = kept.max(1, keepdim=True).values.expand_as(kept) if mode == "prune" else padded[None].expand_as(kept)
-        skim_padded += 2 * float((encoder_macs(width, shape, input_tokens=padded) + predictors + head_macs(task, out.final_keep.sum(1).cpu(), shape, num_labels)).sum())
+        skim_padded += 2 * float((encoder_macs(width, shape, input_tokens=padded) + predictors_and_head).sum())
         dense_padded += 2 * float((encoder_macs(padded[None].expand_as(kept), shape) + head_macs(task, padded, shape, num_labels)).sum())
         skim_total += 2 * float(skim.sum())
         dense_total += 2 * float(dense.sum())

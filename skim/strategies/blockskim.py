@@ -91,7 +91,7 @@ class BlockPredictor(nn.Module):
     def forward(self, blocks: torch.Tensor) -> torch.Tensor:  # [N, H, bs, bs] -> [N, 2]
         x = blocks
         if self.training or torch.is_grad_enabled():
-            # (channels-last is slower here: 177 vs 123 ms forward + backward for 384 blocks, MiniLM shape, 2 cores)
+            # (channels-last is slower here: 177 vs 123 ms forward + backward for 384 blocks in a one-off profile, 2 cores)
             for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2)):
                 x = self.pool(F.relu(bn(conv(x)), inplace=True))
         else:  # inference: batch norm with running statistics is affine, so it folds into the convolution
@@ -111,7 +111,7 @@ class BlockPredictor(nn.Module):
         tensors += [self.fc.weight, self.fc.bias]  # not folded, but the cached zero-block logits depend on them
         cacheable = not any(t.is_inference() for t in tensors)  # inference tensors have no version counter
         key = tuple((t.data_ptr(), t._version) for t in tensors) if cacheable else None
-        if self._folded is not None and self._folded[0] == key and cacheable:
+        if cacheable and self._folded is not None and self._folded[0] == key:
             return self._folded[1]
         folded = []
         for conv, bn in pairs:
@@ -282,7 +282,7 @@ def live_diagonal_blocks(query, key, lse, alive, scaling: float, bs: int) -> Dia
 
 #: at inference, inputs with at most this many attention scores per head (batch x n x n) take the eager
 #: probabilities: there the block gathers' fixed cost exceeds the [n, n] matrix's (MiniLM on 2 CPU cores: eager is
-#: 0.4 ms a layer faster at bs 1, n = 176; the fused path 0.2 ms faster at n = 256 and far faster at bs 32)
+#: 0.4 ms a layer faster (one-off profile) at bs 1, n = 176; the fused path 0.2 ms faster at n = 256 and far faster at bs 32)
 EAGER_MAX_SCORES = 45_000
 
 
