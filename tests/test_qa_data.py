@@ -21,7 +21,7 @@ def _datamodule(minilm_path, squad_dev, tmp_path, **kw):
 
 
 def test_every_dev_answer_is_recoverable_from_feature_offsets(minilm_path, squad_dev):
-    from skim.models.backbone import build_tokenizer
+    from skim.data.tokenizer import build_tokenizer
 
     tok = build_tokenizer(minilm_path)
     raw = read_squad_file(squad_dev)

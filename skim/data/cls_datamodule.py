@@ -31,8 +31,8 @@ import torch
 from skim.data.base import SkimDataModule, local_config
 from skim.data.cls_io import READER_VERSION, get_task, load_cls
 from skim.data.squad_io import dataset_fingerprint_of_file
+from skim.data.tokenizer import build_tokenizer
 from skim.errors import ConfigError
-from skim.models.backbone import build_tokenizer
 
 log = logging.getLogger(__name__)
 

