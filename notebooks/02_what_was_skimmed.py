@@ -35,7 +35,7 @@ from hydra.utils import instantiate
 from IPython.display import HTML, display
 
 import skim  # noqa: F401  (registers skim's config resolvers)
-from skim.models.checkpoint import load_task_module
+from skim.tasks.checkpoint import load_task_module
 from skim.utils.config_store import register_configs
 from skim.utils.resolvers import skim_root
 from skim.visualize import collect_views, figure, load_records, render_html

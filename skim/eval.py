@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import skim  # noqa: F401
 from skim.errors import ConfigError
-from skim.models.checkpoint import load_task_module
+from skim.tasks.checkpoint import load_task_module
 from skim.utils.config_store import register_configs
 from skim.utils.run import (
     append_result,

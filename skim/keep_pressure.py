@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 import skim  # noqa: F401
 from skim.errors import ConfigError
-from skim.models.checkpoint import load_task_module
+from skim.tasks.checkpoint import load_task_module
 from skim.utils.config_store import register_configs
 from skim.utils.run import git_commit, hydra_overrides, task_wrapper, validate_config, write_json
 

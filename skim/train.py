@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import skim  # noqa: F401  (registers resolvers)
 from skim.errors import RunInterrupted
-from skim.models.checkpoint import check_resumable, read_checkpoint
+from skim.tasks.checkpoint import check_resumable, read_checkpoint
 from skim.utils.config_store import register_configs
 from skim.utils.run import (
     append_result,

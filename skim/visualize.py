@@ -157,7 +157,7 @@ def _to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
 
 def _qa_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
     from skim.data.qa_datamodule import _truncate_questions, featurize, qa_collate
-    from skim.models.postprocess import postprocess_qa_predictions
+    from skim.metrics.qa_postprocess import postprocess_qa_predictions
 
     hp, tok = dm.hparams, dm.tokenizer
     one = {k: [rec[k]] for k in ("question", "context", "answers")}
@@ -529,7 +529,7 @@ def visualize(cfg: DictConfig) -> dict:
     import matplotlib
     from hydra.utils import instantiate
 
-    from skim.models.checkpoint import load_task_module
+    from skim.tasks.checkpoint import load_task_module
 
     matplotlib.use("Agg")  # files only
     validate_config(cfg)

@@ -183,7 +183,7 @@ def _head_pair(arch: str):
     """Our ClassificationModule and HF's *ForSequenceClassification with the same weights."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from skim.models.cls_module import ClassificationModule
+    from skim.tasks.cls_module import ClassificationModule
 
     torch.manual_seed(0)
     config = AutoConfig.for_model(arch, **ARCHS[arch], num_labels=3)
@@ -259,8 +259,8 @@ MODULE_GRID = [
 def test_every_strategy_trains_and_prunes_on_every_backbone(arch, variant, task):
     """The task modules as train.py builds them (attention implementation resolved from the strategy), one training
     step's losses and gradients in the training mode and a pruned evaluation forward, without Lightning's loop."""
-    from skim.models.cls_module import ClassificationModule
-    from skim.models.qa_module import QAModule
+    from skim.tasks.cls_module import ClassificationModule
+    from skim.tasks.qa_module import QAModule
 
     model = {"model_type": arch, "random_init": True, "config_overrides": ARCHS[arch]}
     options = VARIANTS[variant]

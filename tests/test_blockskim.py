@@ -235,7 +235,7 @@ def test_blockskim_needs_eager_attention_and_answer_spans():
 
 
 def test_combined_loss_decreases_and_reaches_predictors(minilm_path):
-    from skim.models.qa_module import QAModule
+    from skim.tasks.qa_module import QAModule
 
     torch.manual_seed(0)
     module = QAModule(

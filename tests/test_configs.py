@@ -55,7 +55,7 @@ def test_grid_composes_and_resolves(model, data, skim, entry, tmp_path):
     OmegaConf.resolve(cfg)
     assert cfg.skim.name == skim.split("_")[0]  # presets such as blockskim_fixed keep their strategy name
     assert cfg.data.task in ("qa", "cls")
-    assert cfg.module._target_.startswith("skim.models.")
+    assert cfg.module._target_.startswith("skim.tasks.")
     assert cfg.optimized_metric == cfg.data.monitor
 
 

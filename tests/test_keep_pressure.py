@@ -14,7 +14,7 @@ from tests.helpers.runs import compose_cfg
 
 
 def _qa_module(minilm_path, **skim):
-    from skim.models.qa_module import QAModule
+    from skim.tasks.qa_module import QAModule
 
     torch.manual_seed(0)
     return QAModule(
@@ -66,5 +66,5 @@ def test_transkimmer_experiments_compose_for_keep_pressure(experiment, tmp_path)
 
     cfg = compose_cfg([f"experiment={experiment}"], config_name="keep_pressure", output_dir=tmp_path)
     OmegaConf.resolve(cfg)
-    assert cfg.skim.name == "transkimmer" and cfg.module._target_.startswith("skim.models.")
+    assert cfg.skim.name == "transkimmer" and cfg.module._target_.startswith("skim.tasks.")
     assert cfg.task_name == "keep_pressure"  # diagnostics never land among the experiment's training runs

@@ -244,7 +244,7 @@ def _qa_batch():
 
 
 def test_thresholds_travel_from_stage_1_to_stage_2_and_are_frozen_there(minilm_path, tmp_path):
-    from skim.models.qa_module import QAModule
+    from skim.tasks.qa_module import QAModule
 
     soft = QAModule(model=_tiny_model_cfg(minilm_path), skim={"name": "ltp"}, optim={"scheduler": "none"})
     learnt = torch.tensor([0.0, 0.017, 0.029])
@@ -275,7 +275,7 @@ def test_thresholds_travel_from_stage_1_to_stage_2_and_are_frozen_there(minilm_p
 
 
 def test_ltp_runs_on_qa(minilm_path):
-    from skim.models.qa_module import QAModule
+    from skim.tasks.qa_module import QAModule
 
     module = QAModule(model=_tiny_model_cfg(minilm_path), skim={"name": "ltp", "temperature": 1e-2}).train()
     batch = _qa_batch()
@@ -298,7 +298,7 @@ def test_ltp_runs_on_qa(minilm_path):
 
 @pytest.mark.parametrize("stage", ["soft", "hard"])
 def test_ltp_runs_on_classification(minilm_path, stage):
-    from skim.models.cls_module import ClassificationModule
+    from skim.tasks.cls_module import ClassificationModule
 
     module = ClassificationModule(model=_tiny_model_cfg(minilm_path),
                                   skim={"name": "ltp", "stage": stage, "temperature": 1e-2},

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from skim.models.postprocess import merge_feature_logits, postprocess_qa_predictions
+from skim.metrics.qa_postprocess import merge_feature_logits, postprocess_qa_predictions
 
 CONTEXT = "The quick brown fox jumps over the lazy dog"
 WORDS = CONTEXT.split()

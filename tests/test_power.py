@@ -255,7 +255,7 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "in
 
 
 def test_power_runs_on_qa(minilm_path):
-    from skim.models.qa_module import QAModule
+    from skim.tasks.qa_module import QAModule
 
     ids, mask = ragged_batch(4, 60, vocab=1000, min_len=40)
     protect = _protect(mask, 8)
@@ -282,7 +282,7 @@ def test_power_runs_on_qa(minilm_path):
 
 
 def test_power_runs_on_cls(minilm_path):
-    from skim.models.cls_module import ClassificationModule
+    from skim.tasks.cls_module import ClassificationModule
 
     ids, mask = ragged_batch(4, 60, vocab=1000, min_len=40)
     batch = {

@@ -210,7 +210,7 @@ def test_learning_rate_follows_transformers_linear_warmup_schedule(minilm_path):
     then linear decay to 0, stepped per optimiser step."""
     import lightning.pytorch as pl
 
-    from skim.models.qa_module import QAModule
+    from skim.tasks.qa_module import QAModule
 
     model = {"pretrained_name_or_path": minilm_path, "random_init": True,
              "config_overrides": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}}

@@ -122,7 +122,7 @@ def test_bad_flags_are_config_errors():
 
 
 def test_transkimmer_runs_on_qa(minilm_path):
-    from skim.models.qa_module import QAModule
+    from skim.tasks.qa_module import QAModule
 
     module = QAModule(
         model={"pretrained_name_or_path": minilm_path, "random_init": True,
@@ -162,7 +162,7 @@ def test_qa_exclude_is_the_span_softmax_over_kept_tokens():
     d loss / d w is p - y of the softmax over kept positions, at kept *and* skimmed positions (a skimmed answer must
     still pull its keep weight up)."""
     from skim.encoders.skim_encoder import EncoderOutput
-    from skim.models.qa_module import exclude_skimmed
+    from skim.tasks.qa_module import exclude_skimmed
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 12, generator=g) * 3

@@ -22,8 +22,8 @@ def package_model_path(package: str) -> str:
 
 
 TASK_MODULES = {
-    "qa": "skim.models.qa_module.QAModule",
-    "cls": "skim.models.cls_module.ClassificationModule",
+    "qa": "skim.tasks.qa_module.QAModule",
+    "cls": "skim.tasks.cls_module.ClassificationModule",
 }
 
 

@@ -180,8 +180,8 @@ def _close_wandb() -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Cheap checks before anything heavy is built: incompatible combinations fail with one clear message."""
-    from skim.models.base_module import check_scheduler
     from skim.strategies.base import strategy_class
+    from skim.tasks.base_module import check_scheduler
 
     cls = strategy_class(cfg.skim.name)
     cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))

@@ -13,9 +13,9 @@ from transformers import get_scheduler
 from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder
 from skim.errors import ConfigError
 from skim.metrics.counts import SumVector
-from skim.models.backbone import build_backbone, resolve_attn_implementation
-from skim.models.checkpoint import read_checkpoint
 from skim.strategies.base import build_strategy
+from skim.tasks.backbone import build_backbone, resolve_attn_implementation
+from skim.tasks.checkpoint import read_checkpoint
 from skim.utils.run import write_json
 
 #: transformers schedulers that step per optimiser step from (warm-up steps, total steps) alone

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from skim.models.base_module import SkimTaskModule
+from skim.tasks.base_module import SkimTaskModule
 
 
 class ClassificationModule(SkimTaskModule):

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from skim.encoders.skim_encoder import EncoderOutput
+from skim.metrics.qa_postprocess import merge_feature_logits, postprocess_qa_predictions
 from skim.metrics.squad import squad_v1_scores, squad_v2_scores
-from skim.models.base_module import SkimTaskModule
-from skim.models.postprocess import merge_feature_logits, postprocess_qa_predictions
+from skim.tasks.base_module import SkimTaskModule
 
 
 class QAModule(SkimTaskModule):
