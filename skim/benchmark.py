@@ -26,9 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 import skim
 from skim.errors import ConfigError
 from skim.metrics.flops import EncoderShape, encoder_macs, head_macs
+from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import load_task_module, read_checkpoint
 from skim.utils.config_store import register_configs
-from skim.utils.run import append_result, run_record, task_wrapper, validate_config, write_json
+from skim.utils.run import append_result, run_record, task_wrapper, write_json
 
 log = logging.getLogger("skim.benchmark")
 register_configs()

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import skim  # noqa: F401
 from skim.errors import ConfigError
+from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import load_task_module
 from skim.utils.config_store import register_configs
 from skim.utils.run import (
@@ -26,7 +27,6 @@ from skim.utils.run import (
     print_summary,
     run_record,
     task_wrapper,
-    validate_config,
     write_json,
 )
 

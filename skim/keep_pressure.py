@@ -28,9 +28,10 @@ from omegaconf import DictConfig
 
 import skim  # noqa: F401
 from skim.errors import ConfigError
+from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import load_task_module
 from skim.utils.config_store import register_configs
-from skim.utils.run import git_commit, hydra_overrides, task_wrapper, validate_config, write_json
+from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_json
 
 register_configs()
 

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import skim  # noqa: F401  (registers resolvers)
 from skim.errors import RunInterrupted
+from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import check_resumable, read_checkpoint
 from skim.utils.config_store import register_configs
 from skim.utils.run import (
@@ -20,7 +21,6 @@ from skim.utils.run import (
     print_summary,
     run_record,
     task_wrapper,
-    validate_config,
     write_json,
 )
 

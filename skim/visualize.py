@@ -38,8 +38,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import skim  # noqa: F401  (resolvers)
 from skim.errors import ConfigError
+from skim.tasks.base_module import validate_config
 from skim.utils.config_store import register_configs
-from skim.utils.run import task_wrapper, validate_config
+from skim.utils.run import task_wrapper
 
 log = logging.getLogger("skim.visualize")
 register_configs()

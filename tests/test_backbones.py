@@ -230,10 +230,9 @@ def test_classification_head_is_the_architectures_own(arch):
 
 
 def _strategies() -> dict[str, type]:
-    from skim.strategies.base import _REGISTRY, strategy_class
+    from skim.strategies import registered
 
-    strategy_class("none")  # imports every built-in strategy
-    return dict(_REGISTRY)
+    return registered()
 
 
 # every registered strategy with its defaults, except: the baselines at half the tokens (they keep everything at

@@ -68,7 +68,7 @@ def test_transkimmer_trains_and_skims_on_classification(name, tmp_run_root):
 
 def test_blockskim_on_classification_is_refused(tmp_run_root):
     from skim.errors import ConfigError
-    from skim.utils.run import validate_config
+    from skim.tasks.base_module import validate_config
 
     cfg = compose_cfg([*TINY, "data=sst2_local", "skim=blockskim"], output_dir=tmp_run_root / "run")
     with pytest.raises(ConfigError, match="does not support 'cls'"):

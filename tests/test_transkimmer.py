@@ -161,7 +161,7 @@ def test_qa_exclude_is_the_span_softmax_over_kept_tokens():
     """qa_skimmed=exclude (default): skimmed positions get Block-Skim's -100 and, with straight-through keep weights,
     d loss / d w is p - y of the softmax over kept positions, at kept *and* skimmed positions (a skimmed answer must
     still pull its keep weight up)."""
-    from skim.encoders.skim_encoder import EncoderOutput
+    from skim.state import EncoderOutput
     from skim.tasks.qa_module import exclude_skimmed
 
     g = torch.Generator().manual_seed(0)

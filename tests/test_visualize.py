@@ -57,7 +57,7 @@ def _check_counts(view) -> None:
 
 def test_encoder_records_alive_tokens_in_original_coordinates():
     from skim.encoders.skim_encoder import SkimEncoder
-    from skim.strategies.base import build_strategy
+    from skim.strategies import build_strategy
 
     ids, mask = ragged_batch(3, 70, seed=1)
     enc = SkimEncoder(tiny_bert(layers=3), build_strategy({"name": "truncate", "keep_after": 1, "keep_ratio": 0.4})).eval()

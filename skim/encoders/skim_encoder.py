@@ -21,13 +21,13 @@ positions that did not survive with -100 logits).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from skim.errors import ConfigError
+from skim.state import EncoderOutput, SkimState
 
 if TYPE_CHECKING:  # pragma: no cover
     from skim.strategies.base import SkimStrategy
@@ -217,62 +217,6 @@ def adapter_for(model: nn.Module) -> BertFamilyAdapter:
     return adapter_class(getattr(model.config, "model_type", None))(model)
 
 
-@dataclass
-class SkimState:
-    """Everything a strategy may look at or change between layers."""
-
-    mode: str
-    hidden: torch.Tensor  # [B, n, D] current sequence (n == L in mask mode)
-    pos: torch.Tensor  # [B, n] long: original position of each current token
-    alive: torch.Tensor  # [B, n] bool: real (non-padding) and not skimmed
-    forwarded: torch.Tensor  # [B, L, D] last output of every token (full length)
-    real_full: torch.Tensor  # [B, L] bool: non-padding tokens, original coordinates
-    protect_full: torch.Tensor  # [B, L] bool: tokens a strategy may choose to never skim (CLS/question/SEP)
-    batch: dict[str, torch.Tensor]
-    layer: int = 0
-    # optional float keep weights [B, n] carrying gradients (mask mode only); None = use ``alive``
-    keep_weight: torch.Tensor | None = None
-    # kept real tokens entering each layer, per example: list of [B] long tensors
-    kept_per_layer: list[torch.Tensor] = field(default_factory=list)
-    # of which protected ("special": [CLS]/question/[SEP]) tokens
-    special_per_layer: list[torch.Tensor] = field(default_factory=list)
-    # free slot for strategies (predictor logits, decisions, ...)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def alive_full(self) -> torch.Tensor:
-        """[B, L] bool: alive tokens in original coordinates."""
-        full = torch.zeros_like(self.real_full)
-        return full.scatter(1, self.pos, self.alive) & self.real_full if self.mode == "prune" else self.alive.clone()
-
-    def gather_full(self, full: torch.Tensor) -> torch.Tensor:
-        """Take a full-length per-token tensor [B, L, ...] to the current sequence's coordinates."""
-        if self.mode == "mask":
-            return full
-        idx = self.pos
-        if full.dim() > 2:
-            idx = idx.view(*idx.shape, *([1] * (full.dim() - 2))).expand(*idx.shape, *full.shape[2:])
-        return full.gather(1, idx)
-
-
-@dataclass
-class EncoderOutput:
-    last_hidden_state: torch.Tensor  # [B, L, D] full length; skimmed tokens carry their forwarded state
-    final_keep: torch.Tensor  # [B, L] bool: tokens alive after the last layer (and its decision)
-    kept_per_layer: torch.Tensor  # [num_layers, B] real tokens entering each layer
-    # [num_layers, B] live tokens before each layer's before-layer decision (what a Transkimmer predictor reads)
-    tokens_before_decision: torch.Tensor
-    real_tokens: torch.Tensor  # [B] real tokens per example
-    special_per_layer: torch.Tensor  # [num_layers, B] live protected tokens entering each layer
-    special_tokens: torch.Tensor  # [B] protected tokens per example
-    extras: dict[str, Any]
-    # [B, L] float keep weights with straight-through gradients after the last layer (mask-mode training of a
-    # strategy that sets ``SkimState.keep_weight``), else None: ``final_keep`` as a differentiable quantity
-    final_keep_weight: torch.Tensor | None = None
-    # [num_layers, B, L] bool, original coordinates: the tokens entering each layer (only with ``record_alive``)
-    alive_per_layer: torch.Tensor | None = None
-
-
 class SkimEncoder(nn.Module):
     """Runs a HF encoder layer by layer and applies a :class:`SkimStrategy`'s keep decisions."""
 
@@ -362,7 +306,6 @@ class SkimEncoder(nn.Module):
         *,
         mode: str = "mask",
         protect_mask: torch.Tensor | None = None,
-        batch: dict[str, torch.Tensor] | None = None,
     ) -> EncoderOutput:
         if mode not in MODES:
             raise ConfigError(f"unknown skim mode {mode!r}; expected one of {MODES}")
@@ -377,7 +320,6 @@ class SkimEncoder(nn.Module):
             forwarded=hidden,
             real_full=real,
             protect_full=(protect_mask.bool() & real) if protect_mask is not None else torch.zeros_like(real),
-            batch=batch or {},
         )
         strategy = self.strategy
         before: list[torch.Tensor] = []

@@ -7,17 +7,14 @@ this interface, so they never know which strategy runs. ``skim=none`` is the den
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from skim.errors import ConfigError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
+from skim.state import AttachedEncoder, EncoderOutput, SkimState
 
 
 @dataclass
@@ -54,7 +51,7 @@ class SkimStrategy(nn.Module):
         self.num_layers = 0
 
     # ---- construction ------------------------------------------------------------------------------------
-    def attach(self, encoder: SkimEncoder) -> None:
+    def attach(self, encoder: AttachedEncoder) -> None:
         """Called once by the encoder: build predictors for its shapes."""
         self.num_layers = encoder.num_layers
 
@@ -142,35 +139,7 @@ _REGISTRY: dict[str, type[SkimStrategy]] = {}
 
 
 def register(cls: type[SkimStrategy]) -> type[SkimStrategy]:
+    """Class decorator: make the strategy available as ``skim.name=<cls.name>`` (looked up by
+    :func:`skim.strategies.strategy_class`)."""
     _REGISTRY[cls.name] = cls
     return cls
-
-
-def strategy_class(name: str) -> type[SkimStrategy]:
-    import skim.strategies  # noqa: F401  (populates the registry)
-
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown skim strategy {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
-def build_strategy(cfg: Any) -> SkimStrategy:
-    """Build a strategy from a mapping (Hydra node, checkpoint hparams or plain dict), validated by its dataclass."""
-    if cfg is None:
-        cfg = {"name": "none"}
-    if OmegaConf.is_config(cfg):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    cfg = dict(cfg)
-    cls = strategy_class(cfg.get("name", "none"))
-    known = {f.name for f in fields(cls.config_class)}
-    unknown = sorted(set(cfg) - known - {"_target_"})
-    if unknown:
-        raise ConfigError(f"unknown option(s) for skim={cls.name}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    try:
-        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls.config_class), {k: cfg[k] for k in known & set(cfg)}))
-    except Exception as err:  # omegaconf validation errors
-        raise ConfigError(f"invalid option for skim={cls.name}: {err}".splitlines()[0]) from err
-    for key in ("train_mode", "eval_mode"):
-        if getattr(typed, key) not in ("mask", "prune"):
-            raise ConfigError(f"skim.{key} must be 'mask' or 'prune', got {getattr(typed, key)!r}")
-    return cls(typed)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from skim.encoders.skim_encoder import SkimState
 from skim.errors import ConfigError
+from skim.state import SkimState
 from skim.strategies.base import SkimStrategy, StrategyConfig, register
 
 

@@ -31,8 +31,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
 from skim.errors import ConfigError
+from skim.state import AttachedEncoder, EncoderOutput, SkimState
 from skim.strategies.base import SkimStrategy, StrategyConfig, register
 
 
@@ -347,7 +347,7 @@ class BlockSkim(SkimStrategy):
         self.predictors = nn.ModuleDict()
         self.skim_layers: list[int] = []
 
-    def attach(self, encoder: SkimEncoder) -> None:
+    def attach(self, encoder: AttachedEncoder) -> None:
         super().attach(encoder)
         self.skim_layers = self.resolve_layers(self.cfg.skim_layers, encoder.num_layers)
         heads = encoder.backbone.config.num_attention_heads

@@ -63,8 +63,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
 from skim.errors import ConfigError
+from skim.state import AttachedEncoder, EncoderOutput, SkimState
 from skim.strategies.base import SkimStrategy, StrategyConfig, attention_received, register
 
 
@@ -137,7 +137,7 @@ class LearnedTokenPruning(SkimStrategy):
         self.skim_layers: list[int] = []
         self.thresholds = nn.Parameter(torch.zeros(0), requires_grad=False)
 
-    def attach(self, encoder: SkimEncoder) -> None:
+    def attach(self, encoder: AttachedEncoder) -> None:
         super().attach(encoder)
         L = encoder.num_layers
         layers = self.cfg.skim_layers if self.cfg.skim_layers is not None else list(range(1, L))

@@ -56,8 +56,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
 from skim.errors import ConfigError
+from skim.state import AttachedEncoder, EncoderOutput, SkimState
 from skim.strategies.base import SkimStrategy, StrategyConfig, attention_received, register
 
 
@@ -168,7 +168,7 @@ class PowerBert(SkimStrategy):
                 f"skim.retention must be non-increasing over layers (a removed token never returns), got {values}"
             )
 
-    def attach(self, encoder: SkimEncoder) -> None:
+    def attach(self, encoder: AttachedEncoder) -> None:
         super().attach(encoder)
         L = encoder.num_layers
         if self.cfg.retention is not None and len(self.cfg.retention) > L:

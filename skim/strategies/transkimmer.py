@@ -28,8 +28,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder, SkimState
 from skim.errors import ConfigError
+from skim.state import AttachedEncoder, EncoderOutput, SkimState
 from skim.strategies.base import SkimStrategy, StrategyConfig, register
 
 ATTN_NAME = "skim_transkimmer"
@@ -139,7 +139,7 @@ class Transkimmer(SkimStrategy):
                 f"leave model.attn_implementation=auto (got {attn_implementation})"
             )
 
-    def attach(self, encoder: SkimEncoder) -> None:
+    def attach(self, encoder: AttachedEncoder) -> None:
         super().attach(encoder)
         self.skim_layers = self.resolve_layers(self.cfg.skim_layers, encoder.num_layers)
         hidden = encoder.hidden_size

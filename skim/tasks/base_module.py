@@ -7,13 +7,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from transformers import get_scheduler
 
-from skim.encoders.skim_encoder import EncoderOutput, SkimEncoder
+from skim.encoders.skim_encoder import SkimEncoder
 from skim.errors import ConfigError
 from skim.metrics.counts import SumVector
-from skim.strategies.base import build_strategy
+from skim.state import EncoderOutput
+from skim.strategies import build_strategy, strategy_class
 from skim.tasks.backbone import build_backbone, resolve_attn_implementation
 from skim.tasks.checkpoint import read_checkpoint
 from skim.utils.run import write_json
@@ -25,6 +26,15 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
 def check_scheduler(name: Any) -> None:
     if name not in (None, "none", *SCHEDULERS):
         raise ConfigError(f"optim.scheduler must be none or one of transformers' {', '.join(SCHEDULERS)}; got {name!r}")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Cheap checks of a run config before anything heavy is built (data, backbone): incompatible combinations fail
+    with one clear message."""
+    cls = strategy_class(cfg.skim.name)
+    cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))
+    if cfg.get("optim") is not None:
+        check_scheduler(cfg.optim.get("scheduler", "linear"))
 
 
 def _plain(cfg: Any) -> Any:
@@ -94,7 +104,6 @@ class SkimTaskModule(pl.LightningModule):
             batch.get("token_type_ids"),
             mode=mode or self.mode(),
             protect_mask=batch.get("protect_mask"),
-            batch=batch,
         )
 
     def on_train_batch_start(self, batch, batch_idx) -> None:

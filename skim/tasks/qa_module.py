@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skim.encoders.skim_encoder import EncoderOutput
 from skim.metrics.qa_postprocess import merge_feature_logits, postprocess_qa_predictions
 from skim.metrics.squad import squad_v1_scores, squad_v2_scores
+from skim.state import EncoderOutput
 from skim.tasks.base_module import SkimTaskModule
 
 

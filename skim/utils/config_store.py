@@ -15,9 +15,8 @@ SCHEMA_PREFIX = "skim_schema_"
 
 
 def register_configs() -> None:
-    from skim.strategies.base import _REGISTRY, strategy_class
+    from skim.strategies import registered
 
-    strategy_class("none")  # imports the built-in strategies
     cs = ConfigStore.instance()
-    for name, cls in _REGISTRY.items():
+    for name, cls in registered().items():
         cs.store(name=f"{SCHEMA_PREFIX}{name}", node=cls.config_class)

@@ -178,17 +178,6 @@ def _close_wandb() -> None:
             wandb.finish()
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Cheap checks before anything heavy is built: incompatible combinations fail with one clear message."""
-    from skim.strategies.base import strategy_class
-    from skim.tasks.base_module import check_scheduler
-
-    cls = strategy_class(cfg.skim.name)
-    cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))
-    if cfg.get("optim") is not None:
-        check_scheduler(cfg.optim.get("scheduler", "linear"))
-
-
 def print_summary(title: str, metrics: dict[str, Any]) -> None:
     keys = [k for k in metrics if not k.startswith("val/skim/kept_layer")]
     parts = [f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}" for k in keys]
