@@ -334,25 +334,12 @@ def _clear_hydra():
     GlobalHydra.instance().clear()
 
 
-# the synthetic sets generated at their smallest: the runs check the plumbing, not learning
-FAST_DEV = [
-    "debug=fdr",
-    "data.batch_size=4",
-    "data.eval_batch_size=4",
-    "data.max_train_samples=8",
-    "data.max_eval_samples=8",
-    "data.synthetic.train_size=16",
-    "data.synthetic.val_size=8",
-    "logger=csv",
-]
-
-
 @pytest.mark.parametrize("experiment,skim", [("quickstart", "blockskim"), ("quickstart_cls", "transkimmer")])
 @pytest.mark.parametrize("model", ["tiny-roberta", "tiny-distilbert", "tiny-albert"])
 def test_fast_dev_run(model, experiment, skim, tmp_run_root, _clear_hydra):
     from skim.train import train
     from skim.utils.run import task_wrapper
-    from tests.helpers.runs import compose_cfg
+    from tests.helpers.runs import FAST_DEV, compose_cfg
 
     cfg = compose_cfg(
         [f"experiment={experiment}", f"model={model}", f"skim={skim}", *FAST_DEV], output_dir=tmp_run_root / "run"

@@ -14,6 +14,18 @@ from omegaconf import DictConfig, open_dict
 ROOT = Path(__file__).resolve().parents[2]
 CONF = str(ROOT / "conf")
 
+# a fast dev run on the synthetic sets generated at their smallest: such runs check the plumbing, not learning
+FAST_DEV = [
+    "debug=fdr",
+    "data.batch_size=4",
+    "data.eval_batch_size=4",
+    "data.max_train_samples=8",
+    "data.max_eval_samples=8",
+    "data.synthetic.train_size=16",
+    "data.synthetic.val_size=8",
+    "logger=csv",
+]
+
 
 def compose_cfg(overrides: list[str], config_name: str = "train", output_dir: Path | None = None) -> DictConfig:
     with initialize_config_dir(version_base="1.3", config_dir=CONF):
