@@ -97,7 +97,7 @@ class ExampleView:
 def load_records(datamodule, wanted: Any, raw=None) -> list[tuple[int, dict[str, Any]]]:
     """``(index, record)`` of each wanted example of the evaluation split (index, id, or a list of them).
 
-    QA records hold ``id, question, context, answers``; classification ones ``text_a, text_b, label``. Everything is
+    QA records hold ``id, question, context, answers``; classification ones ``text, text_pair, label``. Everything is
     checked before any model runs: an unknown id or an index out of range is one ConfigError naming it. ``raw``: the
     split as :func:`eval_split` returned it (read again when None)."""
     wanted = list(wanted) if isinstance(wanted, (list, tuple, ListConfig)) else [wanted]
@@ -130,12 +130,8 @@ def load_records(datamodule, wanted: Any, raw=None) -> list[tuple[int, dict[str,
 
 def eval_split(datamodule):
     """The whole evaluation split as a datasets.Dataset, read (not tokenised) with the datamodule's own reader."""
-    hp = datamodule.hparams
     datamodule.prepare_data()  # synthetic sets are generated here
-    if datamodule.task == "qa":
-        raw, _ = datamodule._load_split(hp.validation_file, hp.validation_split, "data.validation_file", None)
-        return raw
-    return datamodule._load_split(hp.validation_file, hp.validation_split, "data.validation_file")
+    return datamodule.load_split("validation")
 
 
 # ---- running the model -----------------------------------------------------------------------------------
@@ -157,10 +153,11 @@ def _to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
 
 
 def _qa_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
-    from skim.data.qa_datamodule import _truncate_questions, featurize, qa_collate
+    from skim.data.base import collate
+    from skim.data.qa_datamodule import QADataModule, _truncate_questions, featurize
     from skim.metrics.qa_postprocess import postprocess_qa_predictions
 
-    hp, tok = dm.hparams, dm.tokenizer
+    hp, tok = dm, dm.tokenizer
     one = {k: [rec[k]] for k in ("question", "context", "answers")}
     opts = {"max_seq_length": hp.max_seq_length, "doc_stride": hp.doc_stride, "max_query_length": hp.max_query_length}
     feats = featurize(one, [0], tokenizer=tok, pad_to_max_length=False, **opts)
@@ -171,7 +168,7 @@ def _qa_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
     n_feat = len(feats["input_ids"])
     assert enc["input_ids"] == feats["input_ids"], "visualisation tokens differ from the featuriser's"
     rows = [{k: feats[k][j] for k in feats} | {"feature_index": j} for j in range(n_feat)]
-    batch = _to(qa_collate(rows, pad_token_id=tok.pad_token_id or 0), module.device)
+    batch = _to(collate(rows, scalars=QADataModule.scalar_columns, pad_token_id=tok.pad_token_id or 0), module.device)
     start, end, out = module(batch)
     features = [{"example_id": rec["id"], "offset_mapping": [o if o[0] >= 0 else None for o in f]} for f in feats["offset_mapping"]]
     _, nbest, _ = postprocess_qa_predictions(
@@ -200,17 +197,18 @@ def _qa_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
 
 
 def _cls_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
-    from skim.data.cls_datamodule import cls_collate, featurize
+    from skim.data.base import collate
+    from skim.data.cls_datamodule import featurize
 
     tok = dm.tokenizer
-    pair = dm.spec.is_pair
-    one = {"text_a": [rec["text_a"]], "text_b": [rec.get("text_b")], "label": [rec["label"]]}
+    pair = dm.is_pair
+    one = {"text": [rec["text"]], "text_pair": [rec.get("text_pair")], "label": [rec["label"]]}
     feats = featurize(one, [index], tokenizer=tok, max_seq_length=dm.max_seq_length, pair=pair, pad_to_max_length=False)
-    enc = tok(rec["text_a"], rec.get("text_b") if pair else None, truncation="longest_first", max_length=dm.max_seq_length,
+    enc = tok(rec["text"], rec.get("text_pair") if pair else None, truncation="longest_first", max_length=dm.max_seq_length,
               return_offsets_mapping=True)
     assert enc["input_ids"] == feats["input_ids"][0], "visualisation tokens differ from the featuriser's"
     row = {k: feats[k][0] for k in feats}
-    batch = _to(cls_collate([row], pad_token_id=tok.pad_token_id or 0, regression=dm.is_regression), module.device)
+    batch = _to(collate([row], scalars=dm.scalar_columns, pad_token_id=tok.pad_token_id or 0), module.device)
     logits, out = module(batch)
     names = list(dm.label_names)
 
@@ -221,7 +219,7 @@ def _cls_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
 
     pred = float(logits.squeeze(-1)[0]) if dm.is_regression else int(logits.argmax(-1)[0])
     tokens = _tokens(enc.sequence_ids(0), enc["offset_mapping"], enc["input_ids"], tok)
-    texts = {0: rec["text_a"], 1: rec.get("text_b") or ""}
+    texts = {0: rec["text"], 1: rec.get("text_pair") or ""}
     header = [("label", label(rec["label"])), ("predicted", label(pred))]
     correct = None if dm.is_regression else pred == int(rec["label"])
     window = _window(module, out, 0, tokens, texts, {}, {})

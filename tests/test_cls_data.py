@@ -1,5 +1,6 @@
-"""Sequence-classification data: real GLUE / IMDB / 20 Newsgroups files, the Hydra data configs, featurisation and
-caching, strict validation of bad files, and the metrics against values computed by hand."""
+"""Sequence-classification data: real GLUE / IMDB / 20 Newsgroups files read by each task's data config, the
+configs themselves, featurisation and caching, bad files as one clear line, and the metrics against values computed
+by hand."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from skim.data.cls_datamodule import ClassificationDataModule, cls_collate
-from skim.data.cls_io import TASKS, get_task, load_cls, normalise_hub_cls, read_cls_file
+from skim.data import sources
+from skim.data.base import collate
+from skim.data.cls_datamodule import ClassificationDataModule
 from skim.errors import ConfigError, DataError
 from skim.metrics.classification import build_metrics, scaled
-from tests.conftest import SHARED_DATA, require_shared
+from tests.conftest import ROOT, SHARED_DATA, require_shared
 from tests.helpers.runs import compose_cfg
 
 # task -> (train file, train size, dev file, dev size, labels): sizes from ../shared/data/SOURCES.md
@@ -35,6 +38,7 @@ LOCAL = {
     "20news": ("20newsgroups/train.jsonl.gz", 11314, "20newsgroups/test.jsonl.gz", 7532, set(range(20))),
 }
 ALL_TASKS = ["cola", "sst2", "mrpc", "rte", "stsb", "wnli", "qnli", "mnli", "qqp", "imdb", "20news", "yelp"]
+MONITORS = {"cola": "val/mcc", "stsb": "val/pearson", "mrpc": "val/f1", "qqp": "val/f1"}
 
 
 @pytest.fixture
@@ -45,86 +49,91 @@ def clean_hydra(monkeypatch):
     GlobalHydra.instance().clear()
 
 
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory) -> dict[str, dict]:
+    """Every classification data config as composed (plain dicts), composed once for the module."""
+    out = {}
+    for path in sorted((ROOT / "conf" / "data").glob("*.yaml")):
+        GlobalHydra.instance().clear()
+        cfg = compose_cfg(["model=tiny", f"data={path.stem}"], output_dir=tmp_path_factory.mktemp("cfg")).data
+        if cfg.task == "cls":
+            out[path.stem] = OmegaConf.to_container(cfg, resolve=False)
+    GlobalHydra.instance().clear()
+    return out
+
+
+def _dm(configs, name: str, **kw) -> ClassificationDataModule:
+    options = {k: v for k, v in configs[name].items() if not k.startswith("_") and k != "tokenizer"}
+    return ClassificationDataModule(**{**options, "tokenizer": "unused", "cache_dir": None, **kw})
+
+
+def _read(configs, task: str, path, split: str = "train") -> datasets.Dataset:
+    """``path`` read the way data=<task> reads its files."""
+    return _dm(configs, task).load(str(path), split, "data.train_file")
+
+
 # ---------------------------------------------------------------------------------------------- real files
 
 
 @pytest.mark.parametrize("task", list(LOCAL))
-def test_local_files_load_with_official_counts(task):
+def test_local_files_load_with_official_counts(task, configs):
     train, n_train, dev, n_dev, labels = LOCAL[task]
-    spec = TASKS[task]
+    dm = _dm(configs, task)
     for rel, n in ((train, n_train), (dev, n_dev)):
         if rel is None:
             continue
-        ds = read_cls_file(require_shared(SHARED_DATA / rel), spec=spec)
+        ds = _read(configs, task, require_shared(SHARED_DATA / rel))
         assert len(ds) == n, rel
-        assert ds.column_names == ["text_a", "text_b", "label"]
-        assert all(ds["text_a"])
-        if spec.is_pair:
-            assert all(ds["text_b"])
-        else:
-            assert set(ds["text_b"]) == {""}
-            assert json.loads(ds.info.description) == {"task": task, "pair": False}
+        assert ds.column_names == ["text", "text_pair", "label"] and all(ds["text"])
+        assert all(ds["text_pair"]) if dm.is_pair else set(ds["text_pair"]) == {""}
         if labels is None:  # STS-B: float scores in [0, 5] spanning the range
-            assert ds.features["label"] == datasets.Value("float32")
             scores = ds["label"]
-            assert min(scores) == 0.0 and max(scores) == 5.0
+            assert ds.features["label"] == datasets.Value("float32") and min(scores) == 0.0 and max(scores) == 5.0
             assert len(set(scores)) > 50
         else:
-            assert set(ds["label"]) == labels
-            assert ds.features["label"].names == list(spec.label_names)
+            assert set(ds["label"]) == labels and ds.features["label"].names == dm.label_names
 
 
-def test_label_ids_follow_the_hub_order():
-    require_shared()
-    g = SHARED_DATA / "glue"
-    rte = read_cls_file(g / "RTE" / "train.tsv", spec=TASKS["rte"])  # row 0: not_entailment
+def test_label_ids_follow_the_hub_order(configs):
+    g = require_shared() / "glue"
+    rte = _read(configs, "rte", g / "RTE" / "train.tsv")  # row 0: not_entailment
     assert rte[0]["label"] == 1 and rte.features["label"].int2str(1) == "not_entailment"
-    qnli = read_cls_file(g / "QNLI" / "dev.tsv", spec=TASKS["qnli"])  # rows 0, 1: entailment, not_entailment
+    qnli = _read(configs, "qnli", g / "QNLI" / "dev.tsv")  # rows 0, 1: entailment, not_entailment
     assert qnli["label"][:2] == [0, 1]
-    assert qnli[0]["text_a"].startswith("What came into force") and qnli[0]["text_b"].startswith("As of that day")
-    wnli = read_cls_file(g / "WNLI" / "dev.tsv", spec=TASKS["wnli"])  # "0" = not_entailment in GLUE's WNLI files
-    assert wnli[0]["label"] == 0 and TASKS["wnli"].label_names[0] == "not_entailment"
-    cola = read_cls_file(g / "CoLA" / "dev.tsv", spec=TASKS["cola"])  # no header: the first line is an example
-    assert cola[0] == {"text_a": "The sailors rode the breeze clear of the rocks.", "text_b": "", "label": 1}
-    mrpc = read_cls_file(g / "MRPC" / "dev.tsv", spec=TASKS["mrpc"])  # header after a BOM; "Quality" is the label
-    assert mrpc[0]["label"] == 1 and mrpc[0]["text_a"].startswith("He said the foodservice pie")
-    sts = read_cls_file(g / "STS-B" / "train.tsv", spec=TASKS["stsb"])
+    assert qnli[0]["text"].startswith("What came into force") and qnli[0]["text_pair"].startswith("As of that day")
+    wnli = _read(configs, "wnli", g / "WNLI" / "dev.tsv")  # "0" = not_entailment in GLUE's WNLI files
+    assert wnli[0]["label"] == 0 and wnli.features["label"].names[0] == "not_entailment"
+    cola = _read(configs, "cola", g / "CoLA" / "dev.tsv")  # no header: the first line is an example
+    assert cola[0] == {"text": "The sailors rode the breeze clear of the rocks.", "text_pair": "", "label": 1}
+    mrpc = _read(configs, "mrpc", g / "MRPC" / "dev.tsv")  # header after a BOM; "Quality" is the label
+    assert mrpc[0]["label"] == 1 and mrpc[0]["text"].startswith("He said the foodservice pie")
+    sts = _read(configs, "stsb", g / "STS-B" / "train.tsv")
     assert sts["label"][:2] == pytest.approx([5.0, 3.8])
-    assert TASKS["mnli"].label_names == ("entailment", "neutral", "contradiction")
+    assert configs["mnli"]["label_names"] == ["entailment", "neutral", "contradiction"]
     # 20 Newsgroups: our ids/names equal the file's own label_name field
     with gzip.open(require_shared(SHARED_DATA / "20newsgroups" / "test.jsonl.gz"), "rt", encoding="utf-8") as f:
         pairs = {(r["label"], r["label_name"]) for r in map(json.loads, f)}
-    assert pairs == set(enumerate(TASKS["20news"].label_names))
-    imdb = read_cls_file(SHARED_DATA / "imdb" / "test.jsonl.gz", spec=TASKS["imdb"])
+    assert pairs == set(enumerate(configs["20news"]["label_names"]))
+    imdb = _read(configs, "imdb", SHARED_DATA / "imdb" / "test.jsonl.gz")
     assert imdb["label"][0] == 0 and imdb["label"][-1] == 1  # sorted neg then pos
 
 
-# ---------------------------------------------------------------------------------------------- registry/configs
-
-
-def test_registry():
-    assert set(TASKS) == set(ALL_TASKS) | {"synthetic_sentiment"}  # plus the generated quickstart set
-    monitors = {"cola": "val/mcc", "stsb": "val/pearson", "mrpc": "val/f1", "qqp": "val/f1"}
-    for name, spec in TASKS.items():
-        assert spec.monitor == monitors.get(name, "val/acc")
-        assert spec.main_metric in spec.metric_names
-        assert spec.num_labels == (1 if spec.is_regression else len(spec.label_names))
-    assert TASKS["mnli"].hub_validation_split == "validation_matched"
-    assert TASKS["20news"].hub_name == "SetFit/20_newsgroups" and TASKS["20news"].num_labels == 20
-    assert (TASKS["imdb"].hub_validation_split, TASKS["yelp"].hub_name) == ("test", "yelp_polarity")
-    with pytest.raises(ConfigError, match="known: cola, sst2"):
-        get_task("sst-2")
+# ---------------------------------------------------------------------------------------------- configs
 
 
 @pytest.mark.parametrize("name", ALL_TASKS)
-def test_configs_agree_with_registry(name, tmp_path, clean_hydra):
-    spec = TASKS[name]
-    cfg = compose_cfg(["model=tiny", f"data={name}"], output_dir=tmp_path).data
-    assert cfg._target_ == "skim.data.cls_datamodule.ClassificationDataModule" and cfg.task == "cls"
-    assert (cfg.name, cfg.monitor, cfg.hub_name, cfg.hub_config) == (name, spec.monitor, spec.hub_name, spec.hub_config)
-    assert (cfg.train_split, cfg.validation_split) == (spec.hub_train_split, spec.hub_validation_split)
-    assert cfg.max_seq_length == spec.max_seq_length and cfg.padding == "dynamic"
-    assert cfg.train_file is None and cfg.validation_file is None
+def test_configs_describe_their_task(name, configs):
+    cfg = configs[name]
+    assert cfg["_target_"] == "skim.data.cls_datamodule.ClassificationDataModule" and cfg["task"] == "cls"
+    assert cfg["name"] == name and cfg["monitor"] == MONITORS.get(name, "val/acc")
+    assert cfg["train_file"] is None and cfg["validation_file"] is None and cfg["padding"] == "dynamic"
+    dm = _dm(configs, name)
+    assert dm.num_labels == (1 if name == "stsb" else 20 if name == "20news" else 3 if name == "mnli" else 2)
+    assert dm.monitor in [f"val/{m}" for m in dm.metric_names]
+    # the paper's scripts: GLUE and IMDB 0.5, 20 Newsgroups and Yelp 0.2
+    assert cfg["transkimmer_coefficient"] == (0.2 if name in ("20news", "yelp") else 0.5)
+    assert (configs["mnli"]["validation_split"], configs["imdb"]["validation_split"]) == ("validation_matched", "test")
+    assert (configs["20news"]["hub_name"], configs["yelp"]["hub_name"]) == ("SetFit/20_newsgroups", "yelp_polarity")
 
 
 def _local_dm(name, minilm_path, tmp_path, **kw) -> ClassificationDataModule:
@@ -136,11 +145,8 @@ def _local_dm(name, minilm_path, tmp_path, **kw) -> ClassificationDataModule:
 def test_local_config_batches(name, minilm_path, tmp_path, clean_hydra):
     train, _, dev, dev_size, labels = LOCAL[name]
     require_shared(SHARED_DATA / dev)
-    spec = TASKS[name]
     dm = _local_dm(name, minilm_path, tmp_path, max_train_samples=64, max_eval_samples=64)
-    assert dm.hparams.hub_name is None and dm.hparams.validation_file == str(SHARED_DATA / dev)
-    assert (dm.num_labels, dm.is_regression) == (spec.num_labels, spec.is_regression)
-    assert dm.metric_names == list(spec.metric_names) and dm.label_names == list(spec.label_names)
+    assert dm.hub_name is None and dm.sources["validation"][0] == str(SHARED_DATA / dev)
     dm.setup("fit" if train else "validate")
     loaders = [dm.val_dataloader()] + ([dm.train_dataloader()] if train else [])
     for loader in loaders:
@@ -153,8 +159,8 @@ def test_local_config_batches(name, minilm_path, tmp_path, clean_hydra):
         assert width == int(batch["attention_mask"].sum(1).max()) <= dm.max_seq_length
         assert (batch["input_ids"][:, 0] == dm.tokenizer.cls_token_id).all()
         assert batch["protect_mask"].sum().item() == n and (batch["protect_mask"][:, 0] == 1).all()
-        assert bool((batch["token_type_ids"] == 1).any()) == spec.is_pair
-        if spec.is_regression:
+        assert bool((batch["token_type_ids"] == 1).any()) == dm.is_pair
+        if dm.is_regression:
             assert batch["labels"].dtype == torch.float32 and ((batch["labels"] >= 0) & (batch["labels"] <= 5)).all()
         else:
             assert batch["labels"].dtype == torch.long and set(batch["labels"].tolist()) <= labels
@@ -162,12 +168,12 @@ def test_local_config_batches(name, minilm_path, tmp_path, clean_hydra):
     val = next(iter(dm.val_dataloader()))
     assert val["example_index"].tolist() == list(range(len(val["labels"])))  # not shuffled
     assert val["labels"].tolist() == pytest.approx(dm.eval_examples["label"][: len(val["labels"])])
-    assert dm.describe() == {
-        "data": name, "padding": "dynamic", "group_by_length": False, "max_seq_length": spec.max_seq_length,
-        "train_examples": 64 if train else None, "eval_examples": 64, "eval_split_examples": dev_size,
-    }
-    if name == "20news":
-        assert dm.num_labels == 20 and len(dm.label_names) == 20
+    described = dm.describe()
+    assert (described["train_features"], described["eval_examples"], described["eval_split_examples"]) == (
+        64 if train else None,
+        64,
+        dev_size,
+    )
     if name in ("imdb", "20news"):  # the files are sorted by label: the subset must not be
         assert len(set(dm.eval_examples["label"])) > 1
 
@@ -194,16 +200,18 @@ def test_cache_and_padding(minilm_path, tmp_path, clean_hydra):
     assert (batch["protect_mask"].sum(1) == 1).all()
 
 
-def test_datamodule_config_errors(minilm_path, tmp_path):
-    with pytest.raises(ConfigError, match="unknown classification task data.name='sst-2'; known: cola"):
-        ClassificationDataModule(tokenizer=minilm_path, name="sst-2")
+def test_datamodule_config_errors(minilm_path, configs):
     with pytest.raises(ConfigError, match="data.task=cls"):
-        ClassificationDataModule(tokenizer=minilm_path, name="sst2", task="qa")
-    with pytest.raises(ConfigError, match="not a metric of task cola"):
-        ClassificationDataModule(tokenizer=minilm_path, name="cola", monitor="val/acc")
+        _dm(configs, "sst2", task="qa")
+    with pytest.raises(ConfigError, match="not a metric of data set cola"):
+        _dm(configs, "cola", monitor="val/acc")
     with pytest.raises(ConfigError, match="data.padding"):
-        ClassificationDataModule(tokenizer=minilm_path, name="sst2", padding="longest")
-    dm = ClassificationDataModule(tokenizer=minilm_path, name="sst2", hub_name=None)
+        _dm(configs, "sst2", padding="longest")
+    with pytest.raises(ConfigError, match="data.columns must name the 'text' and 'label'"):
+        _dm(configs, "sst2", columns={"sentence": "sentence"})
+    with pytest.raises(ConfigError, match="unknown classification metric"):
+        _dm(configs, "sst2", metrics=["accuracy"])
+    dm = _dm(configs, "sst2", hub_name=None, tokenizer=minilm_path)
     assert dm.monitor == "val/acc"
     with pytest.raises(ConfigError, match="data.train_file"):
         dm.setup("fit")
@@ -211,7 +219,7 @@ def test_datamodule_config_errors(minilm_path, tmp_path):
     with pytest.raises(ConfigError, match="not divisible by the number of devices"):
         dm._per_device(32)
     with pytest.raises(ConfigError, match="model_max_length"):
-        _ = ClassificationDataModule(tokenizer=minilm_path, name="sst2", max_seq_length=1024).tokenizer
+        _ = _dm(configs, "sst2", tokenizer=minilm_path, max_seq_length=1024).tokenizer
 
 
 def test_collate():
@@ -221,48 +229,56 @@ def test_collate():
         {"input_ids": [101, 102], "attention_mask": [1, 1], "token_type_ids": [0, 0], "protect_mask": [1, 0],
          "labels": 4.0, "example_index": 1},
     ]  # fmt: skip
-    batch = cls_collate(feats, regression=True)
+    scalars = {"labels": torch.float32, "example_index": torch.long}
+    batch = collate(feats, scalars=scalars)
     assert batch["input_ids"].tolist() == [[101, 7, 102], [101, 102, 0]]
     assert batch["protect_mask"].tolist() == [[1, 0, 0], [1, 0, 0]]
     assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == [2.5, 4.0]
-    assert cls_collate(feats, pad_to=6)["input_ids"].shape == (2, 6)
+    assert collate(feats, scalars=scalars, pad_to=6)["input_ids"].shape == (2, 6)
 
 
 # ---------------------------------------------------------------------------------------------- Hub path
 
 
-def test_hub_failure_is_one_line_for_offline_users(monkeypatch):
+def test_hub_failure_is_one_line_for_offline_users(monkeypatch, configs):
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'glue' on the Hub (LocalEntryNotFoundError)")
 
-    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(sources.datasets, "load_dataset", offline)
     with pytest.raises(DataError) as err:
-        load_cls(None, spec=TASKS["mnli"], split="validation_matched", hub_name="glue", hub_config="mnli",
-                 source_option="data.validation_file")  # fmt: skip
+        _dm(configs, "mnli").load(None, "validation_matched", "data.validation_file")
     msg = str(err.value)
     assert "\n" not in msg and "'glue'" in msg and "'mnli'" in msg and "set data.validation_file" in msg
 
 
-def test_hub_datasets_are_normalised():
+def _hub(monkeypatch, rows: datasets.Dataset) -> None:
+    monkeypatch.setattr(sources.datasets, "load_dataset", lambda *a, **k: rows)
+
+
+def test_hub_datasets_are_normalised(monkeypatch, configs):
     rte = datasets.Dataset.from_dict(
         {"sentence1": ["a b", "c"], "sentence2": ["b", "d"], "label": [1, 0], "idx": [0, 1]},
         features=datasets.Features({"sentence1": datasets.Value("string"), "sentence2": datasets.Value("string"),
                                     "label": datasets.ClassLabel(names=["entailment", "not_entailment"]),
                                     "idx": datasets.Value("int32")}),
     )  # fmt: skip
-    ds = normalise_hub_cls(rte, spec=TASKS["rte"], name="glue", split="train")
-    assert ds.column_names == ["text_a", "text_b", "label"] and ds[0] == {"text_a": "a b", "text_b": "b", "label": 1}
+    _hub(monkeypatch, rte)
+    ds = _dm(configs, "rte").load(None, "train", "data.train_file")
+    assert ds.column_names == ["text", "text_pair", "label"] and ds[0] == {"text": "a b", "text_pair": "b", "label": 1}
+    with pytest.raises(DataError, match="missing column.*'hypothesis'"):
+        _dm(configs, "mnli").load(None, "train", "data.train_file")
     yelp = datasets.Dataset.from_dict(
         {"text": ["bad", "good"], "label": [0, 1]},
         features=datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["1", "2"])}),
     )
-    ds = normalise_hub_cls(yelp, spec=TASKS["yelp"], name="yelp_polarity", split="test")
-    assert ds["text_b"] == ["", ""] and ds.features["label"].names == ["negative", "positive"]
-    test_split = datasets.Dataset.from_dict({"sentence": ["x"], "label": [-1]})
-    with pytest.raises(DataError, match=r"row 0: label -1 .*unlabelled test split"):
-        normalise_hub_cls(test_split, spec=TASKS["sst2"], name="glue", split="test")
-    with pytest.raises(DataError, match="missing column.*'hypothesis'"):
-        normalise_hub_cls(rte, spec=TASKS["mnli"], name="glue", split="train")
+    _hub(monkeypatch, yelp)  # the Hub's ids, not the CSV files' "1"/"2"
+    ds = _dm(configs, "yelp").load(None, "test", "data.validation_file")
+    assert (
+        ds["text_pair"] == ["", ""] and ds["label"] == [0, 1] and ds.features["label"].names == ["negative", "positive"]
+    )
+    _hub(monkeypatch, datasets.Dataset.from_dict({"sentence": ["x"], "label": [-1]}))
+    with pytest.raises(DataError, match=r"row 0: unknown label -1 .*unlabelled test split"):
+        _dm(configs, "sst2").load(None, "test", "data.validation_file")
 
 
 # ---------------------------------------------------------------------------------------------- bad files
@@ -279,66 +295,62 @@ def _write(tmp_path, name, text):
 
 BAD_FILES = [
     # (task, file name, content, patterns the message must hold)
-    ("rte", "missing_col.tsv", "index\tsentence1\tlabel\n0\ta\tentailment\n", ["line 1", "no column 'sentence2'"]),
-    ("rte", "short_row.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\n",
-     ["line 3", "2 tab-separated field(s)", "missing column 'sentence2'"]),
-    ("rte", "stray_tab.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tx\tb\tentailment\n", ["line 2", "stray tab"]),
+    ("rte", "missing_col.tsv", "index\tsentence1\tlabel\n0\ta\tentailment\n", ["missing column(s) 'sentence2'"]),
+    ("rte", "stray_tab.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tx\tb\tentailment\n", ["cannot be read as .tsv data", "Length of header or names does not match"]),
     ("rte", "maybe.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n",
-     ["line 3", "unknown label 'maybe'", "'entailment'", "'not_entailment'"]),
-    ("sst2", "seven.tsv", "sentence\tlabel\ngood film\t1\nodd film\t7\n", ["line 3", "unknown label '7'", "'0', '1'"]),
-    ("sst2", "empty.tsv", "", ["no examples (empty file)"]),
-    ("sst2", "header_only.tsv", "sentence\tlabel\n", ["no examples (header only)"]),
-    ("stsb", "score.tsv", "sentence1\tsentence2\tscore\na\tb\t4.2\nc\td\tfive\n",
-     ["line 3", "score 'five' in column 'score'", "is not a number"]),
-    ("stsb", "range.tsv", "sentence1\tsentence2\tscore\na\tb\t7.5\n", ["line 2", "outside [0, 5]"]),
-    ("cola", "with_header.tsv", "source\tlabel\tmark\tsentence\nx\t1\t\tok .\n", ["line 1", "no header line"]),
-    ("imdb", "bad.jsonl", '{"text": "fine", "label": 1}\n{"text": "oops", "label": 1\n', ["line 2", "invalid JSON"]),
-    ("imdb", "bad.jsonl.gz", '{"text": "fine", "label": 1}\n\n{"text": "x", "label": 2}\n',
-     ["line 3", "unknown label 2", "ids 0..1"]),
-    ("imdb", "nofield.jsonl", '{"review": "fine", "label": 1}\n', ["line 1", "missing field 'text'"]),
-    ("imdb", "notext.jsonl", '{"text": 5, "label": 1}\n', ["line 1", "'text' must be a string"]),
-    ("imdb", "empty.jsonl.gz", "\n", ["no examples"]),
+     ["row 1", "unknown label 'maybe'", "'entailment'", "'not_entailment'"]),
+    ("sst2", "seven.tsv", "sentence\tlabel\ngood film\t1\nodd film\t7\n", ["row 1", "unknown label 7", "'0', '1'"]),
+    ("sst2", "empty.tsv", "", ["cannot be read as .tsv data"]),
+    ("sst2", "header_only.tsv", "sentence\tlabel\n", ["no rows"]),
+    ("stsb", "score.tsv", "sentence1\tsentence2\tscore\na\tb\t4.2\nc\td\tfive\n", ["row 1", "score 'five' is not a number"]),
+    ("stsb", "range.tsv", "sentence1\tsentence2\tscore\na\tb\t7.5\n", ["row 0", "score 7.5 is not a finite number in [0.0, 5.0]"]),
+    ("cola", "with_header.tsv", "source\tlabel\tmark\tsentence\nx\t1\t\tok .\n", ["row 0", "unknown label 'label'"]),
+    ("imdb", "bad.jsonl", '{"text": "fine", "label": 1}\n{"text": "oops", "label": 1\n', ["cannot be read as .jsonl data"]),
+    ("imdb", "bad.jsonl.gz", '{"text": "fine", "label": 1}\n\n{"text": "x", "label": 2}\n', ["row 1", "unknown label 2", "'0', '1', 'neg', 'pos'"]),
+    ("imdb", "nofield.jsonl", '{"review": "fine", "label": 1}\n', ["missing column(s) 'text'"]),
+    ("imdb", "notext.jsonl", '{"text": 5, "label": 1}\n{"text": null, "label": 1}\n', ["row 0", "the text must be a string, got 5"]),
+    ("imdb", "empty.jsonl.gz", "\n", ["no rows"]),
     ("imdb", "reviews.txt", "hello\n", ["unsupported file type", ".jsonl"]),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("task,name,text,patterns", BAD_FILES, ids=[b[1] for b in BAD_FILES])
-def test_bad_files_raise_one_clear_line(tmp_path, task, name, text, patterns):
+def test_bad_files_raise_one_clear_line(tmp_path, configs, task, name, text, patterns):
     path = _write(tmp_path, name, text)
     with pytest.raises(DataError) as err:
-        read_cls_file(path, spec=TASKS[task])
+        _read(configs, task, path)
     msg = str(err.value)
     assert "\n" not in msg and str(path) in msg
     for p in patterns:
         assert p in msg, (p, msg)
 
 
-def test_missing_file_and_directory(tmp_path):
+def test_missing_file_and_directory(tmp_path, configs):
     with pytest.raises(DataError, match="nope.tsv: file not found"):
-        load_cls(tmp_path / "nope.tsv", spec=TASKS["sst2"], split="train")
-    with pytest.raises(DataError, match="is a directory"):
-        read_cls_file(tmp_path, spec=TASKS["sst2"])
+        _read(configs, "sst2", tmp_path / "nope.tsv")
+    with pytest.raises(DataError, match="no data files found"):
+        _read(configs, "sst2", tmp_path)
 
 
-def test_other_layouts(tmp_path):
+def test_other_layouts(tmp_path, configs):
     # JSONL labels may be ids or names; pair tasks read both texts
     p = _write(tmp_path, "rte.jsonl", '{"sentence1": "a", "sentence2": "b", "label": "not_entailment"}\n'
                                       '{"sentence1": "c", "sentence2": "d", "label": 0}\n')  # fmt: skip
-    assert read_cls_file(p, spec=TASKS["rte"])[:] == {"text_a": ["a", "c"], "text_b": ["b", "d"], "label": [1, 0]}
+    assert _read(configs, "rte", p)[:] == {"text": ["a", "c"], "text_pair": ["b", "d"], "label": [1, 0]}
     # the original Yelp polarity CSV: no header, quoted texts with commas / newlines, labels "1" / "2"
     p = _write(tmp_path, "train.csv", '"2","Great food, friendly staff."\n"1","Cold.\nNever again, ""sorry"""\n')
-    ds = read_cls_file(p, spec=TASKS["yelp"])
-    assert ds["label"] == [1, 0] and ds["text_a"][1] == 'Cold.\nNever again, "sorry"'
-    with pytest.raises(DataError, match=r"line 1: unknown label '0'.*no header"):
-        read_cls_file(_write(tmp_path, "bad.csv", '"0","text"\n'), spec=TASKS["yelp"])
+    ds = _read(configs, "yelp", p)
+    assert ds["label"] == [1, 0] and ds["text"][1] == 'Cold.\nNever again, "sorry"'
+    with pytest.raises(DataError, match=r"row 0: unknown label 0 \(allowed: '1', '2'\)"):
+        _read(configs, "yelp", _write(tmp_path, "bad.csv", '"0","text"\n'))
     # MNLI: GLUE's many-column TSV, string gold labels
     header = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tlabel1\tgold_label\n"
     p = _write(tmp_path, "dev_matched.tsv", header + '0\t1\t2\tfiction\tHe said "hi.\tHe spoke.\tentailment\tneutral\n')
-    assert read_cls_file(p, spec=TASKS["mnli"])[0] == {"text_a": 'He said "hi.', "text_b": "He spoke.", "label": 1}
+    assert _read(configs, "mnli", p)[0] == {"text": 'He said "hi.', "text_pair": "He spoke.", "label": 1}
     # QQP: GLUE/HF readers skip its few short rows; so do we
     header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
     p = _write(tmp_path, "qqp.tsv", header + "1\t1\t2\tWhy?\tHow?\t0\n2\t3\n")
-    assert read_cls_file(p, spec=TASKS["qqp"])["label"] == [0]
+    assert _read(configs, "qqp", p)["label"] == [0]
 
 
 # ---------------------------------------------------------------------------------------------- metrics

@@ -57,6 +57,17 @@ def test_grid_composes_and_resolves(model, data, skim, entry, tmp_path):
     assert cfg.data.task in ("qa", "cls")
     assert cfg.module._target_.startswith("skim.tasks.")
     assert cfg.optimized_metric == cfg.data.monitor
+    # every data set states Transkimmer's coefficient (a new one cannot silently fall back to another's)
+    assert isinstance(cfg.data.transkimmer_coefficient, float)
+
+
+def test_transkimmer_coefficient_comes_from_the_data_config(tmp_path):
+    # the paper's scripts: GLUE and IMDB 0.5, SQuAD v2 0.3 (used for every QA set), 20 Newsgroups and Yelp 0.2
+    expected = {"squad": 0.3, "squad_v2": 0.3, "synthetic": 0.3, "sst2": 0.5, "imdb": 0.5, "20news": 0.2, "yelp": 0.2}
+    for data, value in expected.items():
+        GlobalHydra.instance().clear()
+        cfg = compose_cfg(["model=tiny", f"data={data}", "skim=transkimmer"], output_dir=tmp_path)
+        assert cfg.skim.skim_coefficient == value, data
 
 
 @pytest.mark.parametrize("group,choice", [(g, c) for g, cs in GROUPS.items() for c in cs])

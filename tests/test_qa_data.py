@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from skim.data.qa_datamodule import QADataModule, featurize, qa_collate
-from skim.data.squad_io import read_squad_file
+from skim.data.base import collate
+from skim.data.qa_datamodule import QADataModule, featurize
+from skim.data.qa_sources import load_qa
 from skim.metrics.squad import normalize_answer
 
 
@@ -24,15 +26,23 @@ def test_every_dev_answer_is_recoverable_from_feature_offsets(minilm_path, squad
     from skim.data.tokenizer import build_tokenizer
 
     tok = build_tokenizer(minilm_path)
-    raw = read_squad_file(squad_dev)
+    raw = load_qa(str(squad_dev), layout="squad", split="validation", require_answers=True, hub_name=None)
     assert len(raw) == 10570
     feats = featurize(
-        raw[:], list(range(len(raw))), tokenizer=tok, max_seq_length=384, doc_stride=128, max_query_length=64, pad_to_max_length=False
+        raw[:],
+        list(range(len(raw))),
+        tokenizer=tok,
+        max_seq_length=384,
+        doc_stride=128,
+        max_query_length=64,
+        pad_to_max_length=False,
     )
     contexts, answers = raw["context"], raw["answers"]
     labelled: set[int] = set()
     exact = 0
-    for s, e, ex, offsets in zip(feats["start_positions"], feats["end_positions"], feats["example_index"], feats["offset_mapping"]):
+    for s, e, ex, offsets in zip(
+        feats["start_positions"], feats["end_positions"], feats["example_index"], feats["offset_mapping"]
+    ):
         if s == 0 and e == 0:
             continue  # this window does not hold the answer
         start_char = answers[ex]["answer_start"][0]
@@ -65,7 +75,9 @@ def test_features_are_cached(minilm_path, squad_dev, tmp_path):
 
 @pytest.mark.parametrize("padding", ["dynamic", "max_length"])
 def test_padding_policy(minilm_path, squad_dev, tmp_path, padding):
-    dm = _datamodule(minilm_path, squad_dev, tmp_path, max_train_samples=40, max_eval_samples=40, padding=padding, max_seq_length=256)
+    dm = _datamodule(
+        minilm_path, squad_dev, tmp_path, max_train_samples=40, max_eval_samples=40, padding=padding, max_seq_length=256
+    )
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     lengths = batch["attention_mask"].sum(1)
@@ -81,12 +93,29 @@ def test_padding_policy(minilm_path, squad_dev, tmp_path, padding):
 
 def test_collate_pads_to_batch_max():
     feats = [
-        {"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1], "token_type_ids": [0, 0, 0], "protect_mask": [1, 0, 0],
-         "start_positions": 1, "end_positions": 2, "example_index": 0, "feature_index": 0},
-        {"input_ids": [1, 2], "attention_mask": [1, 1], "token_type_ids": [0, 0], "protect_mask": [1, 0],
-         "start_positions": 0, "end_positions": 0, "example_index": 1, "feature_index": 1},
+        {
+            "input_ids": [1, 2, 3],
+            "attention_mask": [1, 1, 1],
+            "token_type_ids": [0, 0, 0],
+            "protect_mask": [1, 0, 0],
+            "start_positions": 1,
+            "end_positions": 2,
+            "example_index": 0,
+            "feature_index": 0,
+        },
+        {
+            "input_ids": [1, 2],
+            "attention_mask": [1, 1],
+            "token_type_ids": [0, 0],
+            "protect_mask": [1, 0],
+            "start_positions": 0,
+            "end_positions": 0,
+            "example_index": 1,
+            "feature_index": 1,
+        },
     ]
-    batch = qa_collate(feats, pad_token_id=0)
+    batch = collate(feats, scalars=QADataModule.scalar_columns, pad_token_id=0)
     assert batch["input_ids"].tolist() == [[1, 2, 3], [1, 2, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert qa_collate(feats, pad_to=5)["input_ids"].shape == (2, 5)
+    assert batch["start_positions"].tolist() == [1, 0] and batch["feature_index"].dtype == torch.long
+    assert collate(feats, scalars=QADataModule.scalar_columns, pad_to=5)["input_ids"].shape == (2, 5)

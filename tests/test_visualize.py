@@ -35,7 +35,7 @@ def _module_and_data(overrides: list[str]):
 
 
 def _segment_text(window, seg: int) -> str:
-    """The characters of the ``seg``-th text line (0: question / text_a, 1: context / text_b), tokens and gaps."""
+    """The characters of the ``seg``-th text line (0: question / text, 1: context / text_pair), tokens and gaps."""
     lines, cur = [], []
     for pc in window.pieces:
         if pc.newline:
@@ -120,7 +120,7 @@ def test_classification_view(tmp_run_root):
     (i, rec), = load_records(dm, 2)
     view = collect_views(module, dm, [(i, rec)])[0]
     _check_counts(view)
-    assert _segment_text(view.windows[0], 0) == rec["text_a"]
+    assert _segment_text(view.windows[0], 0) == rec["text"]
     assert view.header[0][0] == "label" and view.header[1][0] == "predicted"
     assert png_bytes(view)[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,15 +1,20 @@
-"""What the task DataModules share: per-device batch sizes and the train / eval / benchmark loaders.
+"""What every task DataModule shares: options, the tokenizer, loading, featurisation, collation, loaders, describe.
 
-A subclass provides ``train_features``, ``eval_dataset``, ``tokenizer``, ``padding``, ``max_seq_length``,
-``batch_size``, ``eval_batch_size``, ``num_workers``, ``group_by_length``, the ``loader_columns`` it feeds and
-``collate_fn(pad_to)``, and calls ``check_types`` and ``check_padding`` in its constructor.
+A task module (``qa_datamodule``, ``cls_datamodule``) adds only what differs: its keyword options, ``load`` (one
+split of raw data in its schema), ``featurize`` (a batched ``Dataset.map`` function) with ``featurize_options``,
+the ``loader_columns`` it feeds and what evaluation needs to know about the examples (``keep_eval_examples``).
+
+Features are cached by ``datasets`` itself: ``Dataset.map`` keys its cache file on the fingerprint of the raw split
+(file, size and modification time), the subset, the featuriser, the tokenizer and every option. ``cache_hits``
+records, per role ``"train"`` / ``"validation"``, whether that cache answered.
 """
 
 from __future__ import annotations
 
+import random
+import time
 import types
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +26,31 @@ from torch.utils.data import DataLoader
 
 from skim.data.resumable import DistributedGroupedSampler, resumable_loader, training_seed
 from skim.data.sampling import eval_sampler
+from skim.data.tokenizer import build_tokenizer
 from skim.errors import ConfigError
 from skim.utils.resolvers import skim_root
 
 PADDING_POLICIES = ("dynamic", "max_length")
 # sizes that must be at least 1 (a zero batch or sample count fails later, far from the option)
 POSITIVE_OPTIONS = ("max_seq_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples")
-_TYPE_NAMES = {int: "an integer", bool: "true or false", str: "a string", dict: "a mapping", type(None): "null"}
+_TYPE_NAMES = {
+    int: "an integer",
+    bool: "true or false",
+    str: "a string",
+    dict: "a mapping",
+    list: "a list",
+    float: "a number",
+    type(None): "null",
+}
+MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "protect_mask")
 
 
 def _is_instance(value: Any, t: type) -> bool:
-    # bool is an int subclass: data.batch_size=true is not a size
-    return isinstance(value, t) and not (t is int and isinstance(value, bool))
+    # bool is an int subclass: data.batch_size=true is not a size; an int is a fine float
+    t = typing.get_origin(t) or t
+    return (isinstance(value, t) or (t is float and isinstance(value, int))) and not (
+        t in (int, float) and isinstance(value, bool)
+    )
 
 
 def local_config(name: str) -> str | None:
@@ -41,36 +59,184 @@ def local_config(name: str) -> str | None:
     return local if (Path(skim_root()) / "conf" / "data" / f"{local}.yaml").exists() else None
 
 
+def collate(
+    features: list[dict[str, Any]], *, scalars: dict[str, torch.dtype], pad_token_id: int = 0, pad_to: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Pad the token columns to the longest feature of the batch (dynamic padding) or to ``pad_to``; ``scalars``
+    are the per-feature columns (labels, indices) and their dtypes."""
+    width = pad_to or max(len(f["input_ids"]) for f in features)
+    batch = {
+        key: torch.tensor(
+            [list(f[key]) + [pad_token_id if key == "input_ids" else 0] * (width - len(f[key])) for f in features]
+        )
+        for key in MODEL_COLUMNS
+    }
+    return batch | {key: torch.tensor([f[key] for f in features], dtype=dtype) for key, dtype in scalars.items()}
+
+
 class SkimDataModule(pl.LightningDataModule):
-    loader_columns: tuple[str, ...] = ()
-    group_by_length: bool = False
+    task: str = ""
+    # per-feature columns beside MODEL_COLUMNS that the loaders feed, and their dtypes
+    scalar_columns: typing.ClassVar[dict[str, torch.dtype]] = {}
+    # max_*_samples: None takes the first rows; a seed takes a pseudo-random subset in file order (for files sorted by label)
+    subset_seed: int | None = None
 
-    def check_types(self, options: dict[str, Any]) -> None:
-        """Check each constructor argument against its annotation, before any data is read.
-
-        Hydra hands command-line values over as parsed (``data.batch_size=abc`` is the string ``'abc'``), so a wrong
-        type would otherwise fail far from the option, in a data loader or a format string.
-        """
-        for name, hint in typing.get_type_hints(type(self).__init__).items():
-            if name not in options:
-                continue
-            value = options[name]
-            allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-            if not any(_is_instance(value, t) for t in allowed):
-                expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in allowed)
-                raise ConfigError(f"data.{name} must be {expected}, got {value!r} ({type(value).__name__})")
-            if name in POSITIVE_OPTIONS and value is not None and value < 1:
-                raise ConfigError(f"data.{name} must be at least 1, got {value}")
-
-    @staticmethod
-    def check_padding(padding: str, group_by_length: bool) -> None:
+    def __init__(
+        self,
+        *,
+        tokenizer: str,
+        task: str,
+        name: str,
+        monitor: str | None = None,
+        hub_name: str | None = None,
+        hub_config: str | None = None,
+        train_file: str | None = None,
+        validation_file: str | None = None,
+        train_split: str = "train",
+        validation_split: str = "validation",
+        max_seq_length: int = 128,
+        padding: str = "dynamic",
+        group_by_length: bool = False,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        cache_dir: str | None = None,
+        synthetic: dict | None = None,
+        transkimmer_coefficient: float = 0.5,
+    ):
+        super().__init__()
+        self.check_types(locals(), SkimDataModule)
+        if task != self.task:
+            raise ConfigError(f"{type(self).__name__} serves data.task={self.task}, got data.task={task!r}")
         if padding not in PADDING_POLICIES:
             raise ConfigError(f"data.padding must be one of {PADDING_POLICIES}, got {padding!r}")
         if group_by_length and padding != "dynamic":
             raise ConfigError("data.group_by_length=true groups features to pad less: it needs data.padding=dynamic")
+        self.tokenizer_name, self.name, self.monitor = tokenizer, name, monitor
+        self.hub_name, self.hub_config, self.cache_dir = hub_name, hub_config, cache_dir
+        self.sources = {"train": (train_file, train_split), "validation": (validation_file, validation_split)}
+        self.limits = {"train": max_train_samples, "validation": max_eval_samples}
+        self.max_seq_length, self.padding, self.group_by_length = max_seq_length, padding, group_by_length
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.synthetic = dict(synthetic) if synthetic else None
+        # read by conf/skim/transkimmer.yaml: the skim-loss coefficient the paper's scripts use for this data set
+        self.transkimmer_coefficient = transkimmer_coefficient
+        self._tokenizer = None
+        self.train_features: datasets.Dataset | None = None
+        self.eval_dataset: datasets.Dataset | None = None
+        self.eval_split_examples: int | None = None
+        self.cache_hits: dict[str, bool] = {}
 
-    def collate_fn(self, pad_to: int | None) -> Callable:
+    def check_types(self, options: dict[str, Any], cls: type) -> None:
+        """Check each constructor argument of ``cls`` against its annotation, before any data is read.
+
+        Hydra hands command-line values over as parsed (``data.batch_size=abc`` is the string ``'abc'``), so a wrong
+        type would otherwise fail far from the option, in a data loader or a format string.
+        """
+        for name, hint in typing.get_type_hints(cls.__init__).items():
+            if name not in options or hint is Any:
+                continue
+            value = options[name]
+            allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+            if not any(_is_instance(value, t) for t in allowed):
+                expected = " or ".join(_TYPE_NAMES.get(typing.get_origin(t) or t, str(t)) for t in allowed)
+                raise ConfigError(f"data.{name} must be {expected}, got {value!r} ({type(value).__name__})")
+            if name in POSITIVE_OPTIONS and value is not None and value < 1:
+                raise ConfigError(f"data.{name} must be at least 1, got {value}")
+
+    # ---- what a task module provides -----------------------------------------------------------------
+    def load(self, source: str | None, split: str, option: str) -> datasets.Dataset:
         raise NotImplementedError
+
+    @staticmethod
+    def featurize(examples: dict[str, list], indices: list[int], *, tokenizer, **options: Any) -> dict[str, list]:
+        raise NotImplementedError
+
+    def featurize_options(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def keep_eval_examples(self, examples: datasets.Dataset) -> None:
+        self.eval_examples = examples
+
+    def write_synthetic(self, **options: Any) -> None:
+        raise ConfigError(f"data.synthetic is not available for data.task={self.task}")
+
+    # ---- shared ------------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            tok = build_tokenizer(self.tokenizer_name)
+            limit = getattr(tok, "model_max_length", None)
+            if isinstance(limit, int) and limit < 100_000 and self.max_seq_length > limit:
+                raise ConfigError(
+                    f"data.max_seq_length={self.max_seq_length} exceeds the tokenizer's model_max_length ({limit})"
+                )
+            self._tokenizer = tok
+        return self._tokenizer
+
+    def prepare_data(self) -> None:
+        if self.synthetic:  # skim's generated data sets (offline quickstart)
+            self.write_synthetic(**self.synthetic)
+
+    def load_split(self, role: str) -> datasets.Dataset:
+        """The whole ``role`` split ("train" / "validation") in the task's schema, checked, not tokenised."""
+        source, split = self.sources[role]
+        return self.load(source, split, f"data.{role}_file" if role == "train" else "data.validation_file")
+
+    def subset(self, raw: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+        if limit is None or limit >= len(raw):
+            return raw
+        if self.subset_seed is None:
+            return raw.select(range(limit))
+        return raw.select(sorted(random.Random(self.subset_seed).sample(range(len(raw)), limit)))
+
+    def _featurize(self, examples: datasets.Dataset, role: str) -> datasets.Dataset:
+        started = time.time()
+        feats = examples.map(
+            self.featurize, batched=True, with_indices=True, remove_columns=examples.column_names,
+            fn_kwargs={"tokenizer": self.tokenizer, **self.featurize_options()}, desc=f"tokenising {self.name} {role}",
+        )  # fmt: skip
+        # the integer position of every feature, so evaluation can be gathered across ranks
+        feats = feats.map(lambda _, idx: {"feature_index": idx}, batched=True, with_indices=True, desc="indexing")
+        files = [Path(f["filename"]) for f in feats.cache_files]
+        self.cache_hits[role] = bool(files) and all(f.stat().st_mtime < started for f in files)
+        return feats
+
+    def setup(self, stage: str | None = None) -> None:
+        # both splits are read and checked before any tokenisation, so a bad validation file fails in seconds
+        train = self.load_split("train") if stage in (None, "fit") and self.train_features is None else None
+        evaluation = self.load_split("validation") if self.eval_dataset is None else None
+        if train is not None:
+            self.train_features = self._featurize(self.subset(train, self.limits["train"]), "train")
+        if evaluation is not None:
+            self.eval_split_examples = len(evaluation)
+            examples = self.subset(evaluation, self.limits["validation"])
+            self.eval_dataset = self._featurize(examples, "validation")
+            self.keep_eval_examples(examples)
+
+    def describe(self) -> dict[str, Any]:
+        """What a results row / run record needs to know about the data."""
+        return {
+            "data": self.name,
+            "padding": self.padding,
+            "group_by_length": self.group_by_length,
+            "max_seq_length": self.max_seq_length,
+            "train_features": len(self.train_features) if self.train_features is not None else None,
+            "eval_examples": len(self.eval_examples) if self.eval_dataset is not None else 0,
+            # before data.max_eval_samples: an evaluation on fewer examples is partial (skim.report marks it)
+            "eval_split_examples": self.eval_split_examples,
+            "eval_features": len(self.eval_dataset) if self.eval_dataset is not None else 0,
+        }
+
+    # ---- loaders -----------------------------------------------------------------------------------------
+    def collate_fn(self, pad_to: int | None):
+        import functools
+
+        return functools.partial(
+            collate, scalars=self.scalar_columns, pad_token_id=self.tokenizer.pad_token_id or 0, pad_to=pad_to
+        )
 
     def _per_device(self, size: int) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -84,7 +250,7 @@ class SkimDataModule(pl.LightningDataModule):
         if sampler is None and not shuffle and per_device:
             sampler = eval_sampler(self.trainer, ds)
         return DataLoader(
-            ds.select_columns(list(self.loader_columns)),
+            ds.select_columns([*MODEL_COLUMNS, *self.scalar_columns]),
             batch_size=self._per_device(batch_size) if per_device else batch_size,
             shuffle=shuffle,
             sampler=sampler,
@@ -97,19 +263,25 @@ class SkimDataModule(pl.LightningDataModule):
 
     def train_lengths(self) -> list[int]:
         """Real tokens per training feature (what a dynamically padded batch is padded to), read from Arrow."""
-        table = self.train_features.with_format("arrow")[:]
-        return pc.list_value_length(table.column("input_ids")).to_pylist()
+        return pc.list_value_length(self.train_features.with_format("arrow")["input_ids"]).to_pylist()
 
     def train_dataloader(self) -> DataLoader:
         lengths = self.train_lengths() if self.group_by_length else None
         if self.trainer is None or self.trainer.world_size == 1:
             # resumable mid-epoch: the shuffling order and the position are restored from checkpoints
-            return resumable_loader(self._loader(self.train_features, self.batch_size, shuffle=False, per_device=False), lengths)
+            return resumable_loader(
+                self._loader(self.train_features, self.batch_size, shuffle=False, per_device=False), lengths
+            )
         if lengths is None:
             return self._loader(self.train_features, self.batch_size, shuffle=True)
         world, per_device = self.trainer.world_size, self._per_device(self.batch_size)
         sampler = DistributedGroupedSampler(
-            self.train_features, lengths, per_device, num_replicas=world, rank=self.trainer.global_rank, seed=training_seed()
+            self.train_features,
+            lengths,
+            per_device,
+            num_replicas=world,
+            rank=self.trainer.global_rank,
+            seed=training_seed(),
         )
         return self._loader(self.train_features, self.batch_size, shuffle=False, sampler=sampler)
 

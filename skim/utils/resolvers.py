@@ -42,20 +42,10 @@ def skim_root() -> str:
     return str(here) if (here / "conf" / "train.yaml").exists() else os.getcwd()
 
 
-# Transkimmer skim-loss coefficients of the paper's scripts (algorithms.md §2.6): GLUE and IMDB 0.5,
-# SQuAD v2 0.3 (used for every QA set), 20 Newsgroups and Yelp 0.2
-TRANSKIMMER_COEFFICIENTS = {"squad": 0.3, "squad_v2": 0.3, "synthetic": 0.3, "20news": 0.2, "yelp": 0.2}
-
-
-def transkimmer_coefficient(data_name: str) -> float:
-    return TRANSKIMMER_COEFFICIENTS.get(data_name, 0.5)
-
-
 def register() -> None:
     for name, fn in (
         ("task_module", task_module),
         ("skim_root", skim_root),
-        ("transkimmer_coefficient", transkimmer_coefficient),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

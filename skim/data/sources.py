@@ -1,0 +1,172 @@
+"""Reading a data source with ``datasets``: a local file or folder, or a Hugging Face Hub dataset.
+
+Local files go through ``load_dataset("json" | "csv" | "parquet", data_files=...)``: gzip, split slicing
+(``validation[:10%]``, ``train+validation``) and the Arrow cache keyed by the files' fingerprint all come from the
+library. A folder is resolved with ``datasets``' own split-name patterns (``dev-v1.1.json.gz`` is the validation
+split). Every failure becomes one :class:`DataError` line naming the file (or the Hub dataset) and the problem; the
+layout adapters (``qa_sources``, ``cls_sources``) then turn the rows into one of skim's two schemas and check them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pandas
+from datasets.data_files import DataFilesDict, get_data_patterns
+
+from skim.errors import ConfigError, DataError
+
+# suffix (before an optional .gz) -> the packaged ``datasets`` builder that reads it
+BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".tsv": "csv", ".csv": "csv"}
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """An arbitrary (library) error text as one bounded line for the CLI."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def suffix_of(path: str | Path) -> str:
+    """The format suffix of ``path`` (``.json`` for ``dev.json.gz``), or a DataError naming the supported ones."""
+    name = Path(path).name.lower().removesuffix(".gz")
+    suffix = next((s for s in BUILDERS if name.endswith(s)), None)
+    if suffix is None:
+        supported = ", ".join(f"{s}[.gz]" for s in BUILDERS)
+        raise DataError(
+            f"{path}: unsupported file type {''.join(Path(path).suffixes) or '(no suffix)'!r}; supported: {supported}"
+        )
+    return suffix
+
+
+def _split_names(split: str) -> list[str]:
+    """The split names a split spec reads: ``"train[:10%]+dev"`` -> ``["train", "dev"]``."""
+    return list(dict.fromkeys(part.split("[", 1)[0].strip() for part in split.split("+")))
+
+
+def _data_files(path: Path, split: str) -> tuple[dict[str, list[str]], str]:
+    """``data_files`` for ``load_dataset`` and the one format suffix they share."""
+    names = _split_names(split)
+    if path.is_file():
+        if len(names) > 1:
+            raise ConfigError(
+                f"split {split!r} combines several splits ({', '.join(names)}) but {path} is a single file; "
+                "point the source at a folder holding one file per split"
+            )
+        return {names[0]: [str(path)]}, suffix_of(path)
+    try:
+        found = DataFilesDict.from_patterns(get_data_patterns(str(path)), base_path=str(path))
+    except Exception as err:  # datasets raises EmptyDatasetError / FileNotFoundError for folders without data files
+        raise DataError(f"{path}: no data files found ({one_line(err)})") from err
+    files: dict[str, list[str]] = {}
+    for name in names:
+        if name not in found:
+            raise DataError(
+                f"{path}: no file for split {name!r} (found splits: {', '.join(map(str, found)) or 'none'}); pass the file path instead"
+            )
+        files[name] = [f for f in found[name] if Path(f).name.lower().removesuffix(".gz").endswith(tuple(BUILDERS))]
+    suffixes = {suffix_of(f) for fs in files.values() for f in fs}
+    if len(suffixes) != 1:
+        listed = ", ".join(Path(f).name for fs in files.values() for f in fs)
+        raise DataError(
+            f"{path}: {len(listed.split(', '))} files of different formats match split {split!r} ({listed}); pass the file path instead"
+        )
+    return files, suffixes.pop()
+
+
+def _reason(err: BaseException) -> str:
+    """The innermost cause of a ``datasets`` loading error (its own message only says that generation failed)."""
+    while (err.__cause__ or err.__context__) is not None:
+        err = err.__cause__ or err.__context__
+    if "corresponds to no data" in str(err):
+        return "no rows"
+    return f"{type(err).__name__}: {one_line(err)}"
+
+
+def load_rows(
+    source: str | None,
+    *,
+    split: str,
+    hub_name: str | None,
+    hub_config: str | None = None,
+    cache_dir: str | None = None,
+    option: str = "the local data file option",
+    local_config: str | None = None,
+    file_kwargs: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, datasets.Dataset], str, str]:
+    """The splits that the split spec ``split`` reads, as stored: ``({name: rows}, where, suffix)``.
+
+    The spec's slices are applied by :func:`take_split` after the layout adapter, so that ``validation[:100]``
+    counts questions, not the articles of a nested file. ``where`` names the source in error messages; ``suffix``
+    is the local format (``.json``, ``.tsv``, ...) or ``"hub"``. ``file_kwargs[suffix]`` are extra builder arguments
+    for that format (a TSV's separator, a nested JSON's ``field``). ``option`` / ``local_config`` say what offline
+    users can set when the Hub is unreachable.
+    """
+    names = _split_names(split)
+    if source:
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"{path}: file not found")
+        files, suffix = _data_files(path, split)
+        try:
+            with warnings.catch_warnings():
+                # pandas only warns when a TSV/CSV row has more fields than the header, and drops them
+                warnings.simplefilter("error", pandas.errors.ParserWarning)
+                parts = datasets.load_dataset(
+                    BUILDERS[suffix], data_files=files, cache_dir=cache_dir, **(file_kwargs or {}).get(suffix, {})
+                )
+        except (ConfigError, DataError):
+            raise
+        except Exception as err:  # the readers raise pyarrow, pandas, json and gzip errors alike
+            raise DataError(f"{path}: cannot be read as {suffix} data: {_reason(err)}") from err
+        return dict(parts), str(path), suffix
+    if not hub_name:
+        raise ConfigError(
+            f"no dataset given: set {option} to a local file or folder, or data.hub_name to a Hub dataset"
+        )
+    try:
+        parts = {name: datasets.load_dataset(hub_name, hub_config, split=name, cache_dir=cache_dir) for name in names}
+    except Exception as err:
+        config = f" (config {hub_config!r})" if hub_config else ""
+        local = f"use data={local_config} or " if local_config else ""
+        raise DataError(
+            f"could not load Hub dataset {hub_name!r}{config} split {split!r}: {type(err).__name__}: {one_line(err)}; "
+            f"offline users: {local}set {option} to a local file"
+        ) from err
+    return parts, f"Hub dataset {hub_name!r} split {split!r}", "hub"
+
+
+def take_split(parts: dict[str, datasets.Dataset], split: str, where: str) -> datasets.Dataset:
+    """The rows the split spec selects (``train[:10%]+validation[-2:]``), with ``datasets``' own spec semantics."""
+    try:
+        instructions = datasets.ReadInstruction.from_spec(split).to_absolute(
+            {name: len(rows) for name, rows in parts.items()}
+        )
+    except (ValueError, AssertionError) as err:
+        raise ConfigError(f"split {split!r}: invalid split specification: {one_line(err)}") from err
+    pieces = [
+        parts[i.splitname]
+        if (i.from_, i.to) == (0, len(parts[i.splitname]))
+        else parts[i.splitname].select(range(i.from_, i.to))
+        for i in instructions
+    ]
+    if not sum(map(len, pieces)):
+        raise DataError(f"{where}: split {split!r} selects no rows")
+    return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
+
+
+def require_columns(rows: datasets.Dataset, where: str, needed: list[str], what: str) -> None:
+    missing = [c for c in needed if c not in rows.column_names]
+    if missing:
+        raise DataError(
+            f"{where}: missing column(s) {', '.join(map(repr, missing))} for {what} (found: {', '.join(rows.column_names)})"
+        )
+
+
+def check_rows(rows: datasets.Dataset, check, where: str, **fn_kwargs: Any) -> None:
+    """Run ``check(batch, indices, where=..., **fn_kwargs)`` over every row as a batched ``map`` that returns
+    nothing (so ``datasets`` writes nothing); the first bad row raises its DataError."""
+    rows.map(check, batched=True, batch_size=10_000, with_indices=True, fn_kwargs={"where": where, **fn_kwargs},
+             load_from_cache_file=False, desc="checking")  # fmt: skip
