@@ -104,10 +104,7 @@ def _hotpot_articles(batch: dict[str, list], yes_no: str) -> dict[str, list]:
         texts, evidence, at = [], [], len(prefix)
         for title, sentences in paragraphs:
             for k, sentence in enumerate(sentences):
-                if (
-                    title,
-                    k,
-                ) in facts:  # a supporting fact's character range (ids past the paragraph's end are ignored)
+                if (title, k) in facts:  # a supporting fact's characters (ids past a paragraph's end never match)
                     evidence.append((at, at + len(sentence)))
                 at += len(sentence)
             texts.append("".join(sentences))
