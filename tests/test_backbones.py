@@ -15,7 +15,7 @@ from skim.metrics.flops import EncoderShape
 from skim.strategies import build_strategy
 from skim.strategies.blockskim import ATTN_NAME as BLOCKSKIM_ATTN
 from skim.strategies.transkimmer import ATTN_NAME as TRANSKIMMER_ATTN
-from tests.conftest import assert_flops_match, calibrate_blockskim_threshold, ragged_batch
+from tests.conftest import ROOT, assert_flops_match, calibrate_blockskim_threshold, ragged_batch
 
 VOCAB = 120
 # random weights with a wide init: peaked attention, so that untrained predictors make real keep/drop decisions (at
@@ -334,17 +334,38 @@ def _clear_hydra():
     GlobalHydra.instance().clear()
 
 
-@pytest.mark.parametrize("experiment,skim", [("quickstart", "blockskim"), ("quickstart_cls", "transkimmer")])
-@pytest.mark.parametrize("model", ["tiny-roberta", "tiny-distilbert", "tiny-albert"])
-def test_fast_dev_run(model, experiment, skim, tmp_run_root, _clear_hydra):
-    from skim.train import train
-    from skim.utils.run import task_wrapper
+SKIM_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "skim").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("task", ["qa", "cls"])
+@pytest.mark.parametrize("model", ["tiny", "tiny-roberta", "tiny-distilbert", "tiny-albert"])
+def test_every_strategy_fast_dev_runs_on_every_backbone(model, task, tmp_run_root, _clear_hydra):
+    """Every skim config x every backbone x both tasks, composed and run through Lightning's fast_dev_run with the
+    config's own trainer, callbacks and loggers (skim.train's path without the run record); the data module is
+    built once per backbone and task, since its features are the same for every strategy."""
+    from hydra.utils import instantiate
+
+    from skim.strategies import strategy_class
+    from skim.tasks.base_module import validate_config
+    from skim.utils.run import instantiate_group
     from tests.helpers.runs import FAST_DEV, compose_cfg
 
-    cfg = compose_cfg(
-        [f"experiment={experiment}", f"model={model}", f"skim={skim}", *FAST_DEV], output_dir=tmp_run_root / "run"
-    )
-    metrics = task_wrapper(train)(cfg)
-    assert cfg.data.monitor in metrics
-    assert metrics["val/flops/skim_gflops"] > 0
-    assert "val/skim/kept_layer1" in metrics
+    experiment = "quickstart" if task == "qa" else "quickstart_cls"
+    datamodule, ran = None, []
+    for skim in SKIM_CONFIGS:
+        GlobalHydra.instance().clear()
+        cfg = compose_cfg([f"experiment={experiment}", f"model={model}", f"skim={skim}", *FAST_DEV],
+                          output_dir=tmp_run_root / skim)  # fmt: skip
+        if task not in strategy_class(cfg.skim.name).supported_tasks:
+            continue
+        validate_config(cfg)
+        datamodule = datamodule or instantiate(cfg.data)
+        module = instantiate(cfg.module, output_dir=str(tmp_run_root / skim))
+        loggers = instantiate_group(cfg.get("logger"))
+        trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks), logger=loggers or False)
+        trainer.fit(module, datamodule=datamodule)
+        metrics = trainer.callback_metrics
+        assert trainer.fast_dev_run and cfg.data.monitor in metrics, skim
+        assert metrics["val/flops/skim_gflops"] > 0 and "val/skim/kept_layer1" in metrics, skim
+        ran.append(skim)
+    assert len(ran) == len(SKIM_CONFIGS) - (2 if task == "cls" else 0)  # Block-Skim (both presets) is QA only
