@@ -63,6 +63,13 @@ def ragged_batch(batch_size: int, length: int, vocab: int = 120, min_len: int = 
     return ids, mask
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_datasets_cache(tmp_path_factory):
+    """One datasets cache for the session, as a user has one: a real file is parsed and tokenised once, not again in
+    every test that reads it. Tests of the cache itself, and of what a failing run writes, pass their own."""
+    os.environ["SKIM_CACHE_DIR"] = str(tmp_path_factory.mktemp("datasets-cache"))
+
+
 @pytest.fixture
 def tmp_run_root(tmp_path, monkeypatch):
     """Runs of the entry points land in a temporary root (logs, data, feature cache)."""

@@ -237,7 +237,7 @@ def test_every_data_config_passes_the_type_check(name, tmp_path, monkeypatch):
 
 def test_cli_wrong_option_type_is_one_line_before_any_data(tmp_path):
     res = run_cli(["-m", "skim.train", "model=tiny", "data=squad_local", "data.batch_size=abc"], cwd=tmp_path,
-                  env_extra={"SKIM_ROOT": str(tmp_path)})  # fmt: skip
+                  env_extra={"SKIM_ROOT": str(tmp_path), "SKIM_CACHE_DIR": str(tmp_path / "cache")})  # fmt: skip
     assert res.returncode != 0
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("skim: error:") and "data.batch_size" in last and "an integer" in last, res.stderr[-2000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
@@ -96,6 +97,7 @@ def test_cli_prints_config_from_any_directory(tmp_path):
 
 
 def _bad_run(tmp_path, extra):
+    """The real command line in its own process: the one-line error, the exit status, nothing half-written."""
     res = run_cli(
         ["-m", "skim.train", "experiment=quickstart", "model.config_overrides.num_hidden_layers=1", "logger=csv", *extra],
         cwd=tmp_path,
@@ -103,6 +105,18 @@ def _bad_run(tmp_path, extra):
     )
     runs = list((tmp_path / "logs").glob("*/runs/*"))
     return res, runs
+
+
+def _bad_run_here(tmp_run_root, capsys, extra):
+    """The same run in this process (the error path is task_wrapper's, whichever way it is started): what a bad
+    input makes of it, without the seconds a new interpreter takes."""
+    GlobalHydra.instance().clear()
+    out = tmp_run_root / "logs" / "quickstart" / "runs" / "bad"
+    cfg = compose_cfg(["experiment=quickstart", "model.config_overrides.num_hidden_layers=1", "logger=csv", *extra],
+                      output_dir=out)  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        task_wrapper(train)(cfg)
+    return SimpleNamespace(returncode=exit_.value.code, stderr=capsys.readouterr().err), [out]
 
 
 def _assert_clean_failure(res, runs, *needles):
@@ -117,15 +131,15 @@ def _assert_clean_failure(res, runs, *needles):
         assert (run / "FAILED").exists()
 
 
-def test_missing_data_file_is_one_clear_error(tmp_path):
-    res, runs = _bad_run(tmp_path, ["data.train_file=/nonexistent/train.json"])
+def test_missing_data_file_is_one_clear_error(tmp_run_root, capsys):
+    res, runs = _bad_run_here(tmp_run_root, capsys, ["data.train_file=/nonexistent/train.json"])
     _assert_clean_failure(res, runs, "/nonexistent/train.json", "not found")
 
 
-def test_json_that_is_not_squad_is_one_clear_error(tmp_path):
-    bad = tmp_path / "bad.json"
+def test_json_that_is_not_squad_is_one_clear_error(tmp_run_root, capsys):
+    bad = tmp_run_root / "bad.json"
     bad.write_text(json.dumps({"version": "1.1", "articles": []}))
-    res, runs = _bad_run(tmp_path, [f"data.train_file={bad}"])
+    res, runs = _bad_run_here(tmp_run_root, capsys, [f"data.train_file={bad}"])
     _assert_clean_failure(res, runs, "bad.json", "data")
 
 
@@ -135,11 +149,12 @@ def test_wrong_answer_start_is_one_clear_error(tmp_path):
            "qas": [{"id": "q-17", "question": "What is the capital?", "answers": [{"text": "Paris", "answer_start": 3}]}]}]}]}
     bad.write_text(json.dumps(doc))
     res, runs = _bad_run(tmp_path, [f"data.validation_file={bad}"])
+    assert res.returncode == 2  # DataError's exit status, from the real command line
     _assert_clean_failure(res, runs, "offsets.json", "q-17", "answer_start")
 
 
-def test_incompatible_combination_is_one_clear_error(tmp_path):
-    res, runs = _bad_run(tmp_path, ["skim=blockskim", "model.attn_implementation=sdpa"])
+def test_incompatible_combination_is_one_clear_error(tmp_run_root, capsys):
+    res, runs = _bad_run_here(tmp_run_root, capsys, ["skim=blockskim", "model.attn_implementation=sdpa"])
     _assert_clean_failure(res, runs, "attn_implementation")
 
 
