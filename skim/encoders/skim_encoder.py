@@ -8,7 +8,9 @@ knows where those modules are and how they are called. Two execution modes share
 * ``mask``  – the sequence keeps its full length; skimmed tokens are excluded as attention *keys* by an additive
   mask before the softmax, and their outputs are discarded (differentiable; used in training).
 * ``prune`` – skimmed tokens are physically removed. Each example keeps its own tokens, packed to the longest
-  kept length in the batch with a padding mask, so batch size > 1 is real. Used at inference.
+  kept length in the batch with a padding mask, so batch size > 1 is real. Used at inference. With
+  ``length_groups`` each layer runs on groups of examples of similar kept length, each only as wide as its longest
+  example, instead of the whole batch at the width of the longest one (the dense model's padding included).
 
 Because masking is applied to keys before the softmax, a kept token sees exactly the same keys in both modes, so
 the two modes give the same hidden states on kept positions (tested).
@@ -33,6 +35,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from skim.strategies.base import SkimStrategy
 
 MODES = ("mask", "prune")
+#: length groups: an example joins the current group while its length is at least this share of the group's longest
+GROUP_RATIO = 0.75
+#: ... and grouping is used only if it cuts the padded tokens a layer runs on below this share of the batch's
+GROUP_GAIN = 0.85
 
 
 class BertFamilyAdapter:
@@ -231,6 +237,8 @@ class SkimEncoder(nn.Module):
         self._capture_layer: int | None = None
         #: also return which tokens enter each layer, in original coordinates (``EncoderOutput.alive_per_layer``)
         self.record_alive = False
+        #: prune mode without gradients: run each layer on groups of examples of similar length (``length_groups``)
+        self.length_groups = False
         # one hook per attention module: ALBERT runs the same module in several layers (applications)
         hooked: set[int] = set()
         for i in range(self.num_layers):
@@ -337,11 +345,9 @@ class SkimEncoder(nn.Module):
 
             self._capture_layer = i if strategy.needs_attention_probs(i) else None
             try:
-                mask = self._attention_mask(state.alive, state.hidden.dtype)
-                out = self.adapter.run_layer(i, state.hidden, mask, **strategy.layer_kwargs(state))
+                out, probs = self._run_layer(i, state)
             finally:
                 self._capture_layer = None
-            probs = self._captured.pop(i, None)
 
             state.hidden = out
             if mode == "mask":
@@ -367,6 +373,52 @@ class SkimEncoder(nn.Module):
             final_keep_weight=state.keep_weight if mode == "mask" else None,
             alive_per_layer=torch.stack(alive_layers) if alive_layers else None,
         )
+
+    def _run_layer(self, i: int, state: SkimState) -> tuple[torch.Tensor, Any]:
+        """Layer ``i`` on the current state: (its output, what the attention hook captured, if anything)."""
+        kwargs = self.strategy.layer_kwargs(state)
+        groups = self._length_groups(state, kwargs)
+        if groups is None:
+            out = self.adapter.run_layer(i, state.hidden, self._attention_mask(state.alive, state.hidden.dtype), **kwargs)
+            return out, self._captured.pop(i, None)
+        # positions past a group's width hold no live token: what the layer would write there is never read
+        out = state.hidden.new_zeros(state.hidden.shape)
+        parts = []
+        for rows, width in groups:
+            alive = state.alive[rows, :width]
+            out[rows, :width] = self.adapter.run_layer(
+                i, state.hidden[rows, :width], self._attention_mask(alive, state.hidden.dtype), **kwargs
+            )
+            parts.append((rows, self._captured.pop(i, None)))
+        if parts[0][1] is None:
+            return out, None
+        # a capture that comes in row groups knows how to put them together (Block-Skim's DiagonalBlocks)
+        return out, type(parts[0][1]).stack_rows(parts, state.alive.shape[0], state.alive.shape[1])
+
+    def _length_groups(self, state: SkimState, kwargs: dict[str, Any]) -> list[tuple[torch.Tensor, int]] | None:
+        """Rows of the batch in groups of similar length and each group's width, longest first; None to run the batch
+        whole: outside prune mode without gradients, when per-token tensors go to the layer, when the layer returns
+        full attention probabilities (which cannot be put back together cheaply), or when grouping saves little."""
+        alive = state.alive
+        B, width = alive.shape
+        if not self.length_groups or state.mode != "prune" or torch.is_grad_enabled() or B < 2:
+            return None
+        if any(torch.is_tensor(v) for v in kwargs.values()):
+            return None
+        if self._capture_layer is not None and self.attn_implementation != self.strategy.attn_implementation:
+            return None
+        if bool((alive[:, 1:] & ~alive[:, :-1]).any()):  # not packed (every example's live tokens a prefix)
+            return None
+        counts, order = alive.sum(1).sort(descending=True)
+        counts = counts.tolist()
+        groups, start = [], 0
+        for j in range(1, B + 1):
+            if j == B or counts[j] < GROUP_RATIO * counts[start]:
+                groups.append((order[start:j], max(counts[start], 1)))
+                start = j
+        if len(groups) == 1 or sum(len(r) * w for r, w in groups) > GROUP_GAIN * B * width:
+            return None
+        return groups
 
     @staticmethod
     def _merge_forward(state: SkimState, out: torch.Tensor, gradient: bool = True) -> torch.Tensor:

@@ -154,6 +154,15 @@ class DiagonalBlocks:
     batch: int
     num_blocks: int
 
+    @staticmethod
+    def stack_rows(parts: list[tuple[torch.Tensor, DiagonalBlocks]], batch: int, width: int) -> DiagonalBlocks:
+        """The blocks of a ``batch`` x ``width`` batch whose layer ran in row groups (the encoder's length groups):
+        ``parts`` holds each group's rows of the batch and its blocks (live blocks only: inference)."""
+        bs = parts[0][1].values.shape[-1]
+        K = -(-width // bs)
+        index = torch.cat([rows[p.index // p.num_blocks] * K + p.index % p.num_blocks for rows, p in parts])
+        return DiagonalBlocks(torch.cat([p.values for _, p in parts]), index, batch, K)
+
 
 def block_liveness(alive: torch.Tensor, block_size: int) -> tuple[torch.Tensor, int]:
     """[B, n] bool -> ([B * K, bs] bool: the tokens of every block, a ragged last block padded with False; K)."""

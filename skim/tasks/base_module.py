@@ -63,6 +63,8 @@ class SkimTaskModule(pl.LightningModule):
         # from_pretrained returns modules in eval mode, and Lightning keeps each module's mode: training must see dropout
         backbone.train()
         self.encoder = SkimEncoder(backbone, strategy)
+        # prune-mode inference on groups of examples of similar length (exact; see SkimEncoder.length_groups)
+        self.encoder.length_groups = bool(model.get("length_groups", False))
         self._model_cfg = model
         self.strategy_stats = SumVector(max(strategy.eval_stat_size(), 1))
 

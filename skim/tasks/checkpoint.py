@@ -50,7 +50,7 @@ def check_resumable(path: str | Path, option: str = "ckpt_path") -> None:
 
 def load_task_module(cfg: DictConfig, **kwargs: Any):
     """The task module saved at ``cfg.ckpt_path``, its skim strategy replaced by ``cfg.skim`` unless
-    ``use_checkpoint_skim``, run with ``cfg.model.attn_implementation`` (for ``skim.eval`` and ``skim.benchmark``);
+    ``use_checkpoint_skim``, run with ``cfg.model.attn_implementation`` and ``cfg.model.length_groups`` (for ``skim.eval`` and ``skim.benchmark``);
     ``kwargs`` override other saved hyper-parameters."""
     from hydra.utils import get_class
 
@@ -63,6 +63,7 @@ def load_task_module(cfg: DictConfig, **kwargs: Any):
     except Exception as err:
         raise ConfigError(f"ckpt_path {cfg.ckpt_path}: cannot load this checkpoint into {cls.__name__} ({_first_line(err)})") from err
     module.use_attn_implementation(cfg.model.get("attn_implementation", "auto"))
+    module.encoder.length_groups = bool(cfg.model.get("length_groups", False))  # how to run, not what was learnt
     return module
 
 
