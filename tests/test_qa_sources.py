@@ -159,6 +159,17 @@ def test_offsets_are_reported_never_repaired(tmp_path: Path) -> None:
         _read(_write_json(tmp_path / "dup.json", doc))
 
 
+def test_a_file_that_fails_its_checks_leaves_nothing_in_the_cache(tmp_path: Path) -> None:
+    doc = _doc()
+    doc["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = 11
+    bad = _write_json(tmp_path / "offset.json", doc)
+    for _ in range(2):  # the second time: no parse of the bad file was kept to be reused
+        with pytest.raises(DataError, match="does not match"):
+            _read(bad, cache_dir=str(tmp_path / "cache"))
+        assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert len(_read(_write_json(tmp_path / "good.json", _doc()), cache_dir=str(tmp_path / "cache"))) == 2
+
+
 def test_unanswerable_questions(tmp_path: Path) -> None:
     p = _write_json(tmp_path / "noans.json", _doc(qas=[{"id": "u", "question": "Why?", "answers": []}]))
     assert _read(p)["is_impossible"] == [False]  # allowed unless required

@@ -19,7 +19,7 @@ from typing import Any
 
 import datasets
 
-from skim.data.sources import load_rows, one_line, require_columns, take_split
+from skim.data.sources import forgotten_on_error, load_rows, one_line, require_columns, take_split
 from skim.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -104,26 +104,27 @@ def load_cls(
     """One split of classification data in :func:`cls_features`, labels converted and checked."""
     table = table or {}
     parts, where, suffix = load_rows(source, split=split, file_kwargs=_file_kwargs(table), **load)
-    rows = take_split(parts, split, where)
-    in_table = suffix in (".tsv", ".csv")
-    names = {**columns, **(table.get("columns") or {})} if in_table else dict(columns)
-    pair = names.get("text_pair") is not None
-    wanted = {names[k]: k for k in CLS_COLUMNS if names.get(k) is not None}
-    require_columns(rows, where, list(wanted), f"data.columns {dict(columns)}")
-    rows = rows.select_columns(list(wanted)).rename_columns({k: v for k, v in wanted.items() if k != v})
-    if not pair:
-        rows = rows.add_column("text_pair", [""] * len(rows))
-    if in_table and table.get("skip_incomplete_rows"):
-        complete = rows.filter(lambda b: [str(v).strip() != "" for v in b["label"]], batched=True)
-        if len(complete) < len(rows):
-            log.warning("%s: skipped %d row(s) with too few fields", where, len(rows) - len(complete))
-        rows = complete
-    own = {str(k): int(v) for k, v in table["label_values"].items()} if in_table and table.get("label_values") else None
-    try:
-        return rows.map(
-            _convert, batched=True, with_indices=True, features=cls_features(label_names),
-            fn_kwargs={"where": where, "label_names": list(label_names), "label_values": own, "label_range": label_range, "pair": pair},
-            desc="checking labels",
-        )  # fmt: skip
-    except (TypeError, ValueError) as err:
-        raise DataError(f"{where}: columns do not have the types of this task: {one_line(err)}") from err
+    with forgotten_on_error(parts, suffix):
+        rows = take_split(parts, split, where)
+        in_table = suffix in (".tsv", ".csv")
+        names = {**columns, **(table.get("columns") or {})} if in_table else dict(columns)
+        pair = names.get("text_pair") is not None
+        wanted = {names[k]: k for k in CLS_COLUMNS if names.get(k) is not None}
+        require_columns(rows, where, list(wanted), f"data.columns {dict(columns)}")
+        rows = rows.select_columns(list(wanted)).rename_columns({k: v for k, v in wanted.items() if k != v})
+        if not pair:
+            rows = rows.add_column("text_pair", [""] * len(rows))
+        if in_table and table.get("skip_incomplete_rows"):
+            complete = rows.filter(lambda b: [str(v).strip() != "" for v in b["label"]], batched=True)
+            if len(complete) < len(rows):
+                log.warning("%s: skipped %d row(s) with too few fields", where, len(rows) - len(complete))
+            rows = complete
+        own = {str(k): int(v) for k, v in table["label_values"].items()} if in_table and table.get("label_values") else None
+        try:
+            return rows.map(
+                _convert, batched=True, with_indices=True, features=cls_features(label_names),
+                fn_kwargs={"where": where, "label_names": list(label_names), "label_values": own, "label_range": label_range, "pair": pair},
+                desc="checking labels",
+            )  # fmt: skip
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{where}: columns do not have the types of this task: {one_line(err)}") from err

@@ -18,7 +18,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from skim.data.sources import check_rows, load_rows, one_line, take_split
+from skim.data.sources import check_rows, forgotten_on_error, load_rows, one_line, take_split
 from skim.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -257,20 +257,17 @@ def load_qa(
     """One split of extractive-QA data in :data:`QA_FEATURES`, checked."""
     if layout not in LAYOUTS:
         raise DataError(f"unknown QA layout data.layout={layout!r}; known: {', '.join(LAYOUTS)}")
-    parts, where, _ = load_rows(source, split=split, file_kwargs=FILE_KWARGS.get(layout), **load)
-    try:
-        qa = take_split(
-            {name: LAYOUTS[layout](rows, **(layout_options or {})) for name, rows in parts.items()}, split, where
-        )
-    except (KeyError, TypeError, ValueError) as err:  # a field the layout needs is absent or of another type
-        raise DataError(f"{where}: not in the {layout} layout ({type(err).__name__}: {one_line(err)})") from err
-    ids = qa.with_format("arrow")["id"]
-    counts = pc.value_counts(ids)
-    duplicated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-    if len(duplicated):
-        qid = duplicated[0].as_py()
-        raise DataError(
-            f"{where}: row {pc.index(ids, qid).as_py()}: duplicate id {qid!r} (predictions are scored by question id)"
-        )
-    check_rows(qa, check_qa, where, require_answers=require_answers)
+    parts, where, suffix = load_rows(source, split=split, file_kwargs=FILE_KWARGS.get(layout), **load)
+    with forgotten_on_error(parts, suffix):
+        try:
+            qa = take_split({name: LAYOUTS[layout](rows, **(layout_options or {})) for name, rows in parts.items()}, split, where)
+        except (KeyError, TypeError, ValueError) as err:  # a field the layout needs is absent or of another type
+            raise DataError(f"{where}: not in the {layout} layout ({type(err).__name__}: {one_line(err)})") from err
+        ids = qa.with_format("arrow")["id"]
+        counts = pc.value_counts(ids)
+        duplicated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+        if len(duplicated):
+            qid = duplicated[0].as_py()
+            raise DataError(f"{where}: row {pc.index(ids, qid).as_py()}: duplicate id {qid!r} (predictions are scored by question id)")
+        check_rows(qa, check_qa, where, require_answers=require_answers)
     return qa

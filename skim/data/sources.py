@@ -9,7 +9,10 @@ layout adapters (``qa_sources``, ``cls_sources``) then turn the rows into one of
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +139,27 @@ def load_rows(
             f"offline users: {local}set {option} to a local file"
         ) from err
     return parts, f"Hub dataset {hub_name!r} split {split!r}", "hub"
+
+
+@contextlib.contextmanager
+def forgotten_on_error(parts: dict[str, datasets.Dataset], suffix: str) -> Iterator[None]:
+    """Local files that fail their checks leave nothing behind: the Arrow files ``datasets`` wrote for them (the
+    parsed rows and any map over them, in one folder per file set) are removed before the error goes on."""
+    try:
+        yield
+    except DataError:
+        if suffix != "hub":  # a Hub download is the user's cache, whatever its rows hold
+            for rows in parts.values():
+                for f in rows.cache_files:
+                    # <cache>/<builder>/<config: the files' hash>/<version>/<hash>/<name>.arrow
+                    config = Path(f["filename"]).parents[2]
+                    if config.parent.name in BUILDERS.values():
+                        shutil.rmtree(config, ignore_errors=True)
+                        for lock in config.parents[1].glob(f"*{config.name}*.lock"):
+                            lock.unlink(missing_ok=True)
+                        with contextlib.suppress(OSError):  # the builder's folder, unless other files use it
+                            config.parent.rmdir()
+        raise
 
 
 def take_split(parts: dict[str, datasets.Dataset], split: str, where: str) -> datasets.Dataset:
