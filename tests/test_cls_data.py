@@ -276,6 +276,8 @@ def test_hub_datasets_are_normalised(monkeypatch, configs):
     assert (
         ds["text_pair"] == ["", ""] and ds["label"] == [0, 1] and ds.features["label"].names == ["negative", "positive"]
     )
+    with pytest.raises(DataError, match=r"the labels have 2 classes \(1, 2\), data.label_names 3"):
+        _dm(configs, "yelp", label_names=["a", "b", "c"]).load(None, "test", "data.validation_file")
     _hub(monkeypatch, datasets.Dataset.from_dict({"sentence": ["x"], "label": [-1]}))
     with pytest.raises(DataError, match=r"row 0: unknown label -1 .*unlabelled test split"):
         _dm(configs, "sst2").load(None, "test", "data.validation_file")
@@ -299,7 +301,7 @@ BAD_FILES = [
     ("rte", "stray_tab.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tx\tb\tentailment\n", ["cannot be read as .tsv data", "Length of header or names does not match"]),
     ("rte", "maybe.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n",
      ["row 1", "unknown label 'maybe'", "'entailment'", "'not_entailment'"]),
-    ("sst2", "seven.tsv", "sentence\tlabel\ngood film\t1\nodd film\t7\n", ["row 1", "unknown label 7", "'0', '1'"]),
+    ("sst2", "seven.tsv", "sentence\tlabel\ngood film\t1\nodd film\t7\n", ["row 1", "unknown label '7'", "'0', '1'"]),
     ("sst2", "empty.tsv", "", ["cannot be read as .tsv data"]),
     ("sst2", "header_only.tsv", "sentence\tlabel\n", ["no rows"]),
     ("stsb", "score.tsv", "sentence1\tsentence2\tscore\na\tb\t4.2\nc\td\tfive\n", ["row 1", "score 'five' is not a number"]),
@@ -341,7 +343,7 @@ def test_other_layouts(tmp_path, configs):
     p = _write(tmp_path, "train.csv", '"2","Great food, friendly staff."\n"1","Cold.\nNever again, ""sorry"""\n')
     ds = _read(configs, "yelp", p)
     assert ds["label"] == [1, 0] and ds["text"][1] == 'Cold.\nNever again, "sorry"'
-    with pytest.raises(DataError, match=r"row 0: unknown label 0 \(allowed: '1', '2'\)"):
+    with pytest.raises(DataError, match=r"row 0: unknown label '0' \(allowed: '1', '2'\)"):
         _read(configs, "yelp", _write(tmp_path, "bad.csv", '"0","text"\n'))
     # MNLI: GLUE's many-column TSV, string gold labels
     header = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tlabel1\tgold_label\n"
@@ -351,6 +353,36 @@ def test_other_layouts(tmp_path, configs):
     header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
     p = _write(tmp_path, "qqp.tsv", header + "1\t1\t2\tWhy?\tHow?\t0\n2\t3\n")
     assert _read(configs, "qqp", p)["label"] == [0]
+
+
+def test_table_cells_are_read_as_text(tmp_path, configs):
+    # pandas would type a column per 10,000-row chunk: number-like sentences, and an empty cell in a late chunk of a
+    # number column (QQP's broken rows), must read as the file has them
+    p = _write(tmp_path, "numbers.tsv", "sentence\tlabel\n1990\t1\nTrue\t0\n007\t1\n")
+    assert _read(configs, "sst2", p)["text"] == ["1990", "True", "007"]
+    header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+    rows = [f"{i}\t{2 * i}\t{2 * i + 1}\tWhy {i}?\tHow {i}?\t{i % 2}\n" for i in range(25_000)]
+    rows.insert(15_000, "15000x\t3\n")  # a short row far past the first chunk
+    assert len(_read(configs, "qqp", _write(tmp_path, "qqp_train.tsv", header + "".join(rows)))) == 25_000
+
+
+def test_a_rewritten_file_is_read_again(tmp_path, configs):
+    import os
+
+    p = _write(tmp_path, "sst2.tsv", "sentence\tlabel\ngood\t1\n")
+    st = p.stat()
+    assert _dm(configs, "sst2", cache_dir=str(tmp_path / "c")).load(str(p), "train", "data.train_file")["text"] == ["good"]
+    _write(tmp_path, "sst2.tsv", "sentence\tlabel\nbad film\t0\n")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # the old modification time, as cp -p or rsync -a would leave it
+    assert _dm(configs, "sst2", cache_dir=str(tmp_path / "c")).load(str(p), "train", "data.train_file")["text"] == ["bad film"]
+
+
+def test_a_folder_without_data_files_for_the_split(tmp_path, configs):
+    (tmp_path / "data").mkdir()
+    for name in ("train.txt", "dev.txt"):
+        (tmp_path / "data" / name).write_text("x\n")
+    with pytest.raises(DataError, match=r"no file for split|no \.jsonl, .* file"):
+        _read(configs, "sst2", tmp_path / "data")
 
 
 # ---------------------------------------------------------------------------------------------- metrics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -26,7 +28,8 @@ def test_every_dev_answer_is_recoverable_from_feature_offsets(minilm_path, squad
     from skim.data.tokenizer import build_tokenizer
 
     tok = build_tokenizer(minilm_path)
-    raw = load_qa(str(squad_dev), layout="squad", split="validation", require_answers=True, hub_name=None)
+    raw = load_qa(str(squad_dev), layout="squad", split="validation", require_answers=True, hub_name=None,
+                  cache_dir=os.environ["SKIM_CACHE_DIR"])  # the session's cache (tests/conftest.py)
     assert len(raw) == 10570
     feats = featurize(
         raw[:],

@@ -122,7 +122,7 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
         "truncated gzip": (tmp / "trunc.json.gz", "Compressed file ended"),
         "invalid JSON": (tmp / "broken.json", "cannot be read as .json data"),
         "JSON lines named .json": (tmp / "records.json", "cannot be read as .json data"),
-        "no data field": (tmp / "nodata.json", "'data'"),
+        "no data field": (tmp / "nodata.json", "no top-level field 'data'"),
         "missing question": (_write_json(tmp / "missing.json", missing), "row 1 (id 'q2'): empty question"),
         "missing context": (
             _write_json(tmp / "noctx.json", no_context),

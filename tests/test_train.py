@@ -140,7 +140,7 @@ def test_json_that_is_not_squad_is_one_clear_error(tmp_run_root, capsys):
     bad = tmp_run_root / "bad.json"
     bad.write_text(json.dumps({"version": "1.1", "articles": []}))
     res, runs = _bad_run_here(tmp_run_root, capsys, [f"data.train_file={bad}"])
-    _assert_clean_failure(res, runs, "bad.json", "data")
+    _assert_clean_failure(res, runs, "bad.json", "no top-level field 'data'")
 
 
 def test_wrong_answer_start_is_one_clear_error(tmp_path):

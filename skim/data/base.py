@@ -2,11 +2,11 @@
 
 A task module (``qa_datamodule``, ``cls_datamodule``) adds only what differs: its keyword options, ``load`` (one
 split of raw data in its schema), ``featurize`` (a batched ``Dataset.map`` function) with ``featurize_options``,
-the ``loader_columns`` it feeds and what evaluation needs to know about the examples (``keep_eval_examples``).
+the ``scalar_columns`` it feeds and what evaluation needs to know about the examples (``keep_eval_examples``).
 
 Features are cached by ``datasets`` itself: ``Dataset.map`` keys its cache file on the fingerprint of the raw split
-(file, size and modification time), the subset, the featuriser, the tokenizer and every option. ``cache_hits``
-records, per role ``"train"`` / ``"validation"``, whether that cache answered.
+(the files, their size and modification time: ``sources.load_rows``), the subset, the featuriser, the tokenizer and
+every option. ``cache_hits`` records, per role ``"train"`` / ``"validation"``, whether that cache answered.
 """
 
 from __future__ import annotations

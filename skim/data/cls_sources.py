@@ -112,6 +112,10 @@ def load_cls(
         wanted = {names[k]: k for k in CLS_COLUMNS if names.get(k) is not None}
         require_columns(rows, where, list(wanted), f"data.columns {dict(columns)}")
         rows = rows.select_columns(list(wanted)).rename_columns({k: v for k, v in wanted.items() if k != v})
+        label = rows.features["label"]
+        if isinstance(label, datasets.ClassLabel) and label_names and label.num_classes != len(label_names):
+            raise DataError(f"{where}: the labels have {label.num_classes} classes ({', '.join(label.names)}), "
+                            f"data.label_names {len(label_names)}")  # fmt: skip
         if not pair:
             rows = rows.add_column("text_pair", [""] * len(rows))
         if in_table and table.get("skip_incomplete_rows"):

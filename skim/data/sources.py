@@ -70,6 +70,8 @@ def _data_files(path: Path, split: str) -> tuple[dict[str, list[str]], str]:
                 f"{path}: no file for split {name!r} (found splits: {', '.join(map(str, found)) or 'none'}); pass the file path instead"
             )
         files[name] = [f for f in found[name] if Path(f).name.lower().removesuffix(".gz").endswith(tuple(BUILDERS))]
+    if not all(files.values()):
+        raise DataError(f"{path}: no {', '.join(BUILDERS)} file (optionally .gz) matches split {split!r}; pass the file path instead")
     suffixes = {suffix_of(f) for fs in files.values() for f in fs}
     if len(suffixes) != 1:
         listed = ", ".join(Path(f).name for fs in files.values() for f in fs)
@@ -79,12 +81,24 @@ def _data_files(path: Path, split: str) -> tuple[dict[str, list[str]], str]:
     return files, suffixes.pop()
 
 
+def _string_columns(path: str, kwargs: dict[str, Any]) -> datasets.Features:
+    """Every column of a TSV/CSV file as text: pandas would guess a type per column and per 10,000-row chunk, so a
+    chunk of number-like texts, or a later chunk with an empty cell in a number column, would read differently."""
+    names = kwargs.get("names")
+    if names is None:
+        header = {k: kwargs[k] for k in ("sep", "quoting") if k in kwargs}
+        names = list(pandas.read_csv(path, nrows=0, index_col=False, **header).columns)
+    return datasets.Features({str(name): datasets.Value("string") for name in names})
+
+
 def _reason(err: BaseException) -> str:
     """The innermost cause of a ``datasets`` loading error (its own message only says that generation failed)."""
     while (err.__cause__ or err.__context__) is not None:
         err = err.__cause__ or err.__context__
-    if "corresponds to no data" in str(err):
+    if "corresponds to no data" in str(err) or isinstance(err, pandas.errors.EmptyDataError):
         return "no rows"
+    if isinstance(err, KeyError):  # a JSON file without the field the layout reads its records from
+        return f"no top-level field {err.args[0]!r} (the layout reads its records from there)"
     return f"{type(err).__name__}: {one_line(err)}"
 
 
@@ -113,13 +127,18 @@ def load_rows(
         if not path.exists():
             raise DataError(f"{path}: file not found")
         files, suffix = _data_files(path, split)
+        kwargs = dict((file_kwargs or {}).get(suffix, {}))
+        # datasets keys a local file's cache on its path and modification time (seconds); the size and the time in
+        # nanoseconds join the key here, so a file rewritten within a second, or with its time restored, is read again
+        stats = [Path(f).stat() for fs in files.values() for f in fs]
+        kwargs["description"] = "files " + " ".join(f"{st.st_size}:{st.st_mtime_ns}" for st in stats)
         try:
             with warnings.catch_warnings():
                 # pandas only warns when a TSV/CSV row has more fields than the header, and drops them
                 warnings.simplefilter("error", pandas.errors.ParserWarning)
-                parts = datasets.load_dataset(
-                    BUILDERS[suffix], data_files=files, cache_dir=cache_dir, **(file_kwargs or {}).get(suffix, {})
-                )
+                if BUILDERS[suffix] == "csv":
+                    kwargs["features"] = _string_columns(next(iter(files.values()))[0], kwargs)
+                parts = datasets.load_dataset(BUILDERS[suffix], data_files=files, cache_dir=cache_dir, **kwargs)
         except (ConfigError, DataError):
             raise
         except Exception as err:  # the readers raise pyarrow, pandas, json and gzip errors alike

@@ -390,10 +390,14 @@ class SkimEncoder(nn.Module):
                 i, state.hidden[rows, :width], self._attention_mask(alive, state.hidden.dtype), **kwargs
             )
             parts.append((rows, self._captured.pop(i, None)))
-        if parts[0][1] is None:
+        capture = parts[0][1]
+        if capture is None:
             return out, None
+        if not hasattr(type(capture), "stack_rows"):  # a capture that cannot be put together from row groups
+            out = self.adapter.run_layer(i, state.hidden, self._attention_mask(state.alive, state.hidden.dtype), **kwargs)
+            return out, self._captured.pop(i, None)
         # a capture that comes in row groups knows how to put them together (Block-Skim's DiagonalBlocks)
-        return out, type(parts[0][1]).stack_rows(parts, state.alive.shape[0], state.alive.shape[1])
+        return out, type(capture).stack_rows(parts, state.alive.shape[0], state.alive.shape[1])
 
     def _length_groups(self, state: SkimState, kwargs: dict[str, Any]) -> list[tuple[torch.Tensor, int]] | None:
         """Rows of the batch in groups of similar length and each group's width, longest first; None to run the batch
