@@ -19,7 +19,7 @@ from typing import Any
 
 import datasets
 
-from skim.data.sources import forgotten_on_error, load_rows, one_line, require_columns, take_split
+from skim.data.sources import forgotten_on_error, load_rows, one_line, quiet, require_columns, take_split
 from skim.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,10 @@ def load_cls(
             rows = complete
         own = {str(k): int(v) for k, v in table["label_values"].items()} if in_table and table.get("label_values") else None
         try:
-            return rows.map(
-                _convert, batched=True, with_indices=True, features=cls_features(label_names),
-                fn_kwargs={"where": where, "label_names": list(label_names), "label_values": own, "label_range": label_range, "pair": pair},
-                desc="checking labels",
-            )  # fmt: skip
+            with quiet():
+                return rows.map(
+                    _convert, batched=True, with_indices=True, features=cls_features(label_names),
+                    fn_kwargs={"where": where, "label_names": list(label_names), "label_values": own, "label_range": label_range, "pair": pair},
+                )  # fmt: skip
         except (TypeError, ValueError) as err:
             raise DataError(f"{where}: columns do not have the types of this task: {one_line(err)}") from err

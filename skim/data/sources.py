@@ -211,5 +211,18 @@ def require_columns(rows: datasets.Dataset, where: str, needed: list[str], what:
 def check_rows(rows: datasets.Dataset, check, where: str, **fn_kwargs: Any) -> None:
     """Run ``check(batch, indices, where=..., **fn_kwargs)`` over every row as a batched ``map`` that returns
     nothing (so ``datasets`` writes nothing); the first bad row raises its DataError."""
-    rows.map(check, batched=True, batch_size=10_000, with_indices=True, fn_kwargs={"where": where, **fn_kwargs},
-             load_from_cache_file=False, desc="checking")  # fmt: skip
+    with quiet():
+        rows.map(check, batched=True, batch_size=10_000, with_indices=True, fn_kwargs={"where": where, **fn_kwargs},
+                 load_from_cache_file=False)  # fmt: skip
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """No ``datasets`` progress bar for a pass that takes well under a second (checks, label conversion)."""
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
