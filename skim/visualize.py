@@ -157,13 +157,13 @@ def _qa_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
     from skim.data.qa_datamodule import QADataModule, _truncate_questions, featurize
     from skim.metrics.qa_postprocess import postprocess_qa_predictions
 
-    hp, tok = dm, dm.tokenizer
+    tok = dm.tokenizer
     one = {k: [rec[k]] for k in ("question", "context", "answers")}
-    opts = {"max_seq_length": hp.max_seq_length, "doc_stride": hp.doc_stride, "max_query_length": hp.max_query_length}
+    opts = {"max_seq_length": dm.max_seq_length, "doc_stride": dm.doc_stride, "max_query_length": dm.max_query_length}
     feats = featurize(one, [0], tokenizer=tok, pad_to_max_length=False, **opts)
     # the same tokenizer call as the featuriser, for the offsets of every token (the features keep only the context's)
-    question = _truncate_questions(tok, [rec["question"].lstrip()], hp.max_query_length)[0]
-    enc = tok(question, rec["context"], truncation="only_second", max_length=hp.max_seq_length, stride=hp.doc_stride,
+    question = _truncate_questions(tok, [rec["question"].lstrip()], dm.max_query_length)[0]
+    enc = tok(question, rec["context"], truncation="only_second", max_length=dm.max_seq_length, stride=dm.doc_stride,
               return_overflowing_tokens=True, return_offsets_mapping=True)
     n_feat = len(feats["input_ids"])
     assert enc["input_ids"] == feats["input_ids"], "visualisation tokens differ from the featuriser's"

@@ -23,7 +23,7 @@ import pytest
 from skim.data import sources
 from skim.data.qa_datamodule import QADataModule
 from skim.data.qa_sources import QA_FEATURES, load_qa
-from skim.errors import DataError
+from skim.errors import ConfigError, DataError
 
 # --------------------------------------------------------------------------- HotpotQA (distractor)
 
@@ -153,8 +153,11 @@ def test_hotpotqa_yes_no_drop_and_prepend(source: str, tmp_path: Path, monkeypat
     assert [r["answers"] for r in prepended][1:] == [{"text": ["yes"], "answer_start": [0]}, {"text": ["no"], "answer_start": [4]}]
     assert "3 of 4 questions kept; 2 yes/no ('yes no ' prepended); 1 answers not found" in caplog.text
 
-    with pytest.raises(DataError, match="data.yes_no must be 'drop' or 'prepend'"):
-        _load(path, "hotpotqa", tmp_path, yes_no="keep")
+    # a wrong option fails when the data module is built, before any file is read
+    with pytest.raises(ConfigError, match="data.yes_no must be 'drop' or 'prepend', got 'keep'"):
+        QADataModule(tokenizer="unused", name="hotpotqa", layout="hotpotqa", yes_no="keep", hub_name=None)
+    with pytest.raises(ConfigError, match="data.layout must be one of squad, hotpotqa, mrqa, got 'hotpot'"):
+        QADataModule(tokenizer="unused", name="hotpotqa", layout="hotpot", hub_name=None)
 
 
 def test_hotpotqa_file_and_hub_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ every option. ``cache_hits`` records, per role ``"train"`` / ``"validation"``, w
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import types
@@ -199,8 +200,8 @@ class SkimDataModule(pl.LightningDataModule):
             fn_kwargs={"tokenizer": self.tokenizer, **self.featurize_options()}, desc=f"tokenising {self.name} {role}",
         )  # fmt: skip
         # the integer position of every feature, so evaluation can be gathered across ranks
-        feats = feats.map(lambda _, idx: {"feature_index": idx}, batched=True, with_indices=True, desc="indexing")
         files = [Path(f["filename"]) for f in feats.cache_files]
+        feats = feats.add_column("feature_index", list(range(len(feats))))  # in memory: no second copy of the features
         self.cache_hits[role] = bool(files) and all(f.stat().st_mtime < started for f in files)
         return feats
 
@@ -232,8 +233,6 @@ class SkimDataModule(pl.LightningDataModule):
 
     # ---- loaders -----------------------------------------------------------------------------------------
     def collate_fn(self, pad_to: int | None):
-        import functools
-
         return functools.partial(
             collate, scalars=self.scalar_columns, pad_token_id=self.tokenizer.pad_token_id or 0, pad_to=pad_to
         )

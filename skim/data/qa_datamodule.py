@@ -17,7 +17,7 @@ import datasets
 import torch
 
 from skim.data.base import SkimDataModule, local_config
-from skim.data.qa_sources import load_qa
+from skim.data.qa_sources import LAYOUTS, load_qa
 from skim.errors import ConfigError
 
 
@@ -117,6 +117,10 @@ class QADataModule(SkimDataModule):
             raise ConfigError(
                 f"data.doc_stride ({doc_stride}) must be smaller than data.max_seq_length ({self.max_seq_length})"
             )
+        if layout not in LAYOUTS:
+            raise ConfigError(f"data.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        if yes_no not in ("drop", "prepend"):
+            raise ConfigError(f"data.yes_no must be 'drop' or 'prepend', got {yes_no!r}")
         self.layout, self.version_2_with_negative = layout, version_2_with_negative
         self.doc_stride, self.max_query_length = doc_stride, max_query_length
         # HotpotQA: what happens to yes/no answers; MRQA: which of its data sets the Hub rows are filtered to

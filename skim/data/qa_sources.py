@@ -126,8 +126,6 @@ def hotpotqa(rows: datasets.Dataset, *, yes_no: str = "drop", **_: Any) -> datas
     paragraphs concatenated in the order given, the answer at its first occurrence in a supporting-fact sentence (else
     its first occurrence). Yes/no answers are dropped (``yes_no: drop``) or made extractable as in Block-Skim by
     prefixing every context with ``"yes no "`` (``yes_no: prepend``); answers found nowhere are dropped. Both counted."""
-    if yes_no not in ("drop", "prepend"):
-        raise DataError(f"data.yes_no must be 'drop' or 'prepend', got {yes_no!r}")
     out = rows.map(_hotpot_articles, batched=True, remove_columns=rows.column_names, features=QA_FEATURES,
                    fn_kwargs={"yes_no": yes_no})  # fmt: skip
     answers = pc.utf8_lower(pc.utf8_trim_whitespace(rows.with_format("arrow")["answer"]))

@@ -26,6 +26,14 @@ def _plain(cfg: Any) -> dict:
     return dict(cfg)
 
 
+def length_groups_option(model_cfg: Any) -> bool:
+    """``model.length_groups``, checked: a run setting, read when a module is built and when a checkpoint is loaded."""
+    value = _plain(model_cfg).get("length_groups", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"model.length_groups must be true or false, got {value!r}")
+    return value
+
+
 def resolve_attn_implementation(requested: str, needs_probs: bool, strategy_impl: str | None = None) -> str:
     if strategy_impl is not None and requested in ("auto", strategy_impl):
         return strategy_impl

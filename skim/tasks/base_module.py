@@ -15,7 +15,7 @@ from skim.errors import ConfigError
 from skim.metrics.counts import SumVector
 from skim.state import EncoderOutput
 from skim.strategies import build_strategy, strategy_class
-from skim.tasks.backbone import build_backbone, resolve_attn_implementation
+from skim.tasks.backbone import build_backbone, length_groups_option, resolve_attn_implementation
 from skim.tasks.checkpoint import read_checkpoint
 from skim.utils.run import write_json
 
@@ -64,7 +64,7 @@ class SkimTaskModule(pl.LightningModule):
         backbone.train()
         self.encoder = SkimEncoder(backbone, strategy)
         # prune-mode inference on groups of examples of similar length (exact; see SkimEncoder.length_groups)
-        self.encoder.length_groups = bool(model.get("length_groups", False))
+        self.encoder.length_groups = length_groups_option(model)
         self._model_cfg = model
         self.strategy_stats = SumVector(max(strategy.eval_stat_size(), 1))
 

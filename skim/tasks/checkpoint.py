@@ -63,7 +63,9 @@ def load_task_module(cfg: DictConfig, **kwargs: Any):
     except Exception as err:
         raise ConfigError(f"ckpt_path {cfg.ckpt_path}: cannot load this checkpoint into {cls.__name__} ({_first_line(err)})") from err
     module.use_attn_implementation(cfg.model.get("attn_implementation", "auto"))
-    module.encoder.length_groups = bool(cfg.model.get("length_groups", False))  # how to run, not what was learnt
+    from skim.tasks.backbone import length_groups_option
+
+    module.encoder.length_groups = length_groups_option(cfg.model)  # how to run, not what was learnt
     return module
 
 
