@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 import warnings
 from types import SimpleNamespace
 
@@ -279,7 +280,7 @@ def test_hub_datasets_are_normalised(monkeypatch, configs):
     with pytest.raises(DataError, match=r"the labels have 2 classes \(1, 2\), data.label_names 3"):
         _dm(configs, "yelp", label_names=["a", "b", "c"]).load(None, "test", "data.validation_file")
     _hub(monkeypatch, datasets.Dataset.from_dict({"sentence": ["x"], "label": [-1]}))
-    with pytest.raises(DataError, match=r"row 0: unknown label -1 .*unlabelled test split"):
+    with pytest.raises(DataError, match=r"^Hub dataset 'glue' \(config 'sst2'\) split 'test': row 0: unknown label -1 .*unlabelled test"):
         _dm(configs, "sst2").load(None, "test", "data.validation_file")
 
 
@@ -300,17 +301,17 @@ BAD_FILES = [
     ("rte", "missing_col.tsv", "index\tsentence1\tlabel\n0\ta\tentailment\n", ["missing column(s) 'sentence2'"]),
     ("rte", "stray_tab.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tx\tb\tentailment\n", ["cannot be read as .tsv data", "Length of header or names does not match"]),
     ("rte", "maybe.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n",
-     ["row 1", "unknown label 'maybe'", "'entailment'", "'not_entailment'"]),
-    ("sst2", "seven.tsv", "sentence\tlabel\ngood film\t1\nodd film\t7\n", ["row 1", "unknown label '7'", "'0', '1'"]),
+     ["maybe.tsv: row 1 (line 3): unknown label 'maybe'", "'entailment'", "'not_entailment'"]),
+    ("sst2", "seven.tsv", "sentence\tlabel\ngood film\t1\nodd film\t7\n", ["seven.tsv: row 1 (line 3): unknown label '7'", "'0', '1'"]),
     ("sst2", "empty.tsv", "", ["cannot be read as .tsv data"]),
     ("sst2", "header_only.tsv", "sentence\tlabel\n", ["no rows"]),
-    ("stsb", "score.tsv", "sentence1\tsentence2\tscore\na\tb\t4.2\nc\td\tfive\n", ["row 1", "score 'five' is not a number"]),
-    ("stsb", "range.tsv", "sentence1\tsentence2\tscore\na\tb\t7.5\n", ["row 0", "score 7.5 is not a finite number in [0.0, 5.0]"]),
-    ("cola", "with_header.tsv", "source\tlabel\tmark\tsentence\nx\t1\t\tok .\n", ["row 0", "unknown label 'label'"]),
+    ("stsb", "score.tsv", "sentence1\tsentence2\tscore\na\tb\t4.2\nc\td\tfive\n", ["score.tsv: row 1 (line 3): score 'five' is not a number"]),
+    ("stsb", "range.tsv", "sentence1\tsentence2\tscore\na\tb\t7.5\n", ["range.tsv: row 0 (line 2): score 7.5 is not a finite number in [0.0, 5.0]"]),
+    ("cola", "with_header.tsv", "source\tlabel\tmark\tsentence\nx\t1\t\tok .\n", ["with_header.tsv: row 0 (line 1): unknown label 'label'"]),  # names given: no header
     ("imdb", "bad.jsonl", '{"text": "fine", "label": 1}\n{"text": "oops", "label": 1\n', ["cannot be read as .jsonl data"]),
-    ("imdb", "bad.jsonl.gz", '{"text": "fine", "label": 1}\n\n{"text": "x", "label": 2}\n', ["row 1", "unknown label 2", "'0', '1', 'neg', 'pos'"]),
+    ("imdb", "bad.jsonl.gz", '{"text": "fine", "label": 1}\n\n{"text": "x", "label": 2}\n', ["bad.jsonl.gz: row 1 (line 3): unknown label 2", "'0', '1', 'neg', 'pos'"]),
     ("imdb", "nofield.jsonl", '{"review": "fine", "label": 1}\n', ["missing column(s) 'text'"]),
-    ("imdb", "notext.jsonl", '{"text": 5, "label": 1}\n{"text": null, "label": 1}\n', ["row 0", "the text must be a string, got 5"]),
+    ("imdb", "notext.jsonl", '{"text": 5, "label": 1}\n{"text": null, "label": 1}\n', ["notext.jsonl: row 0 (line 1): the text must be a string, got 5"]),
     ("imdb", "empty.jsonl.gz", "\n", ["no rows"]),
     ("imdb", "reviews.txt", "hello\n", ["unsupported file type", ".jsonl"]),
 ]  # fmt: skip
@@ -343,7 +344,7 @@ def test_other_layouts(tmp_path, configs):
     p = _write(tmp_path, "train.csv", '"2","Great food, friendly staff."\n"1","Cold.\nNever again, ""sorry"""\n')
     ds = _read(configs, "yelp", p)
     assert ds["label"] == [1, 0] and ds["text"][1] == 'Cold.\nNever again, "sorry"'
-    with pytest.raises(DataError, match=r"row 0: unknown label '0' \(allowed: '1', '2'\)"):
+    with pytest.raises(DataError, match=r"bad\.csv: row 0 \(line 1\): unknown label '0' \(allowed: '1', '2'\)"):
         _read(configs, "yelp", _write(tmp_path, "bad.csv", '"0","text"\n'))
     # MNLI: GLUE's many-column TSV, string gold labels
     header = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tlabel1\tgold_label\n"
@@ -353,6 +354,22 @@ def test_other_layouts(tmp_path, configs):
     header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
     p = _write(tmp_path, "qqp.tsv", header + "1\t1\t2\tWhy?\tHow?\t0\n2\t3\n")
     assert _read(configs, "qqp", p)["label"] == [0]
+
+
+def test_a_row_is_located_in_its_file(tmp_path, configs):
+    # slices and QQP's skipped short rows do not shift the file's row numbers; the line counts the header and blank lines
+    header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+    p = _write(tmp_path, "qqp.tsv", header + "1\t1\t2\tWhy?\tHow?\t0\n2\t3\n\n3\t5\t6\tA?\tB?\tmaybe\n")
+    for split in ("train", "train[1:]", "train[-1:]"):
+        with pytest.raises(DataError, match=rf"^{re.escape(str(p))}: row 2 \(line 5\): unknown label 'maybe'"):
+            _read(configs, "qqp", p, split)
+    # a CSV row gets its line where no quote before it can have joined lines
+    p = _write(tmp_path, "yelp.csv", '1,fine\n \t\n3,"odd, ""quoted"""\n2,"two\nlines"\n')
+    with pytest.raises(DataError, match=rf"^{re.escape(str(p))}: row 1 \(line 3\): unknown label '3'"):
+        _read(configs, "yelp", p)
+    p = _write(tmp_path, "yelp.csv", '2,"two\nlines"\n3,odd\n')
+    with pytest.raises(DataError, match=rf"^{re.escape(str(p))}: row 1: unknown label '3'"):
+        _read(configs, "yelp", p)
 
 
 def test_table_cells_are_read_as_text(tmp_path, configs):

@@ -68,8 +68,13 @@ PROBLEMS = {
 LAYOUTS = ("nested.json", "flat.jsonl", "flat.parquet")
 
 
-def read_squad_file(path: Path, require_answers: bool = False) -> datasets.Dataset:
-    return load_qa(str(path), layout="squad", split="train", require_answers=require_answers, hub_name=None)
+def at(layout: str, n: int) -> str:
+    """Where :func:`_write` put record ``n``: its row (and line) in the file, or its path in the nested JSON."""
+    return {"nested.json": f"data[0].paragraphs[{n}].qas[0]", "flat.jsonl": f"row {n} (line {n + 1})"}.get(layout, f"row {n}")
+
+
+def read_squad_file(path: Path, require_answers: bool = False, split: str = "train") -> datasets.Dataset:
+    return load_qa(str(path), layout="squad", split=split, require_answers=require_answers, hub_name=None)
 
 
 def _one_line_error(path: Path, **kw: Any) -> str:
@@ -90,21 +95,36 @@ def test_v1_refuses_questions_without_an_answer(tmp_path, layout, problem):
     path = _write(tmp_path / layout, [GOOD, *records])
     assert read_squad_file(path)["id"] == ["good-1", "bad-7"]  # v2 data: accepted
     msg = _one_line_error(path, require_answers=True)
-    assert "'bad-7'" in msg and needle in msg and "data=squad_v2" in msg, msg
+    assert msg.startswith(f"{path}: {at(layout, 1)}, id 'bad-7': ") and needle in msg and "data=squad_v2" in msg, msg
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("problem", list(PROBLEMS))
 def test_inconsistent_rows_name_file_id_and_problem(tmp_path, layout, problem):
     records, needle = PROBLEMS[problem]
-    msg = _one_line_error(_write(tmp_path / layout, [GOOD, *records]))
-    assert "'bad-7'" in msg and needle in msg, msg
+    path = _write(tmp_path / layout, [GOOD, *records])
+    msg = _one_line_error(path)
+    # the last record is at fault (of a duplicated id, the second question)
+    assert msg.startswith(f"{path}: {at(layout, len(records))}") and "'bad-7'" in msg and needle in msg, msg
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_empty_id_is_refused(tmp_path, layout):
-    msg = _one_line_error(_write(tmp_path / layout, [GOOD, _bad(id=" ")]))
-    assert "empty id" in msg and "row 1" in msg, msg
+    path = _write(tmp_path / layout, [GOOD, _bad(id=" ")])
+    msg = _one_line_error(path)
+    assert msg.startswith(f"{path}: {at(layout, 1)}: empty id"), msg
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_slice_reports_the_row_of_the_file(tmp_path, layout):
+    # slices count questions; a message counts the file's own rows, and a JSONL's lines with its blank ones
+    path = _write(tmp_path / layout, [{**GOOD, "id": f"good-{i}"} for i in range(4)] + [_bad(question=" ")])
+    where = at(layout, 4)
+    if layout.endswith(".jsonl"):  # a blank line first, a line of spaces after the first record: row 4 is on line 7
+        path.write_text("\n" + path.read_text().replace("\n", "\n  \n", 1))
+        where = "row 4 (line 7)"
+    for split in ("train", "train[3:]", "train[-1:]"):
+        assert _one_line_error(path, split=split).startswith(f"{path}: {where}, id 'bad-7': empty question"), split
 
 
 def test_real_v11_files_pass_the_v1_checks():

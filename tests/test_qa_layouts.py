@@ -176,6 +176,10 @@ def test_hotpotqa_bad_files_fail_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:  # every question dropped
         _load(nothing, "hotpotqa", tmp_path, yes_no="drop")
     assert str(nothing) in str(err.value) and "no rows" in str(err.value)
+    # a question's row is its place in the file's list, whatever questions before it were dropped (a list: no lines)
+    empty = _write_json(tmp_path / "empty.json", [*HOTPOT[1:3], {**HOTPOT[0], "question": " "}])
+    with pytest.raises(DataError, match=rf"^{re.escape(str(empty))}: row 2, id '5a8b57f25542995d1e6f1371': empty question$"):
+        _load(empty, "hotpotqa", tmp_path, yes_no="drop")
 
 
 # --------------------------------------------------------------------------- MRQA
@@ -330,7 +334,8 @@ def test_mrqa_bad_span_fails_in_one_line_naming_the_file(tmp_path: Path, span: l
     with pytest.raises(DataError) as err:
         _load(path, "mrqa", tmp_path)
     msg = str(err.value)
-    assert msg.startswith(str(path)) and "\n" not in msg and "'f43c83e38d1e424ea00f8ad3c77ec999'" in msg, msg
+    # the header is the file's row 0 (line 1); the context is row 1, its first question qas[0]
+    assert msg.startswith(f"{path}: row 1 (line 2), qas[0], id 'f43c83e38d1e424ea00f8ad3c77ec999': ") and "\n" not in msg, msg
     assert f"char span {span}" in msg and "not the detected answer 'Coldplay'" in msg and found in msg, msg
 
 

@@ -123,7 +123,7 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
         "invalid JSON": (tmp / "broken.json", "cannot be read as .json data"),
         "JSON lines named .json": (tmp / "records.json", "cannot be read as .json data"),
         "no data field": (tmp / "nodata.json", "no top-level field 'data'"),
-        "missing question": (_write_json(tmp / "missing.json", missing), "row 1 (id 'q2'): empty question"),
+        "missing question": (_write_json(tmp / "missing.json", missing), "data[0].paragraphs[0].qas[1], id 'q2': empty question"),
         "missing context": (
             _write_json(tmp / "noctx.json", no_context),
             "not in the squad layout (KeyError: 'context')",
@@ -149,13 +149,12 @@ def test_bad_files_fail_with_one_line_naming_file_and_problem(tmp_path: Path) ->
 def test_offsets_are_reported_never_repaired(tmp_path: Path) -> None:
     doc = _doc()
     doc["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = 11
-    with pytest.raises(
-        DataError, match=r"row 0 \(id 'q1'\): answers\[0\]: answer_start 11 does not match .*'France'.*' Franc'"
-    ):
+    with pytest.raises(DataError, match=r"offset\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\], id 'q1': answers\[0\]: "
+                                        r"answer_start 11 does not match .*'France'.*' Franc'"):  # fmt: skip
         _read(_write_json(tmp_path / "offset.json", doc))
     doc = _doc()
     doc["data"][0]["paragraphs"][0]["qas"][1]["id"] = "q1"
-    with pytest.raises(DataError, match="duplicate id 'q1'"):
+    with pytest.raises(DataError, match=r"dup\.json: data\[0\]\.paragraphs\[0\]\.qas\[1\]: duplicate id 'q1'"):
         _read(_write_json(tmp_path / "dup.json", doc))
 
 
@@ -206,6 +205,29 @@ def test_folders_and_split_specs(tmp_path: Path) -> None:
         _read(paths["train"], split="train+validation")
 
 
+def _jsonl(path: Path, ids: list[str], bad: str = "") -> Path:
+    rows = [{"id": i, "context": "abc", "question": "" if i == bad else "q", "answers": {"text": ["a"], "answer_start": [0]}}
+            for i in ids]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_folder_names_the_file_of_the_split(tmp_path: Path) -> None:
+    # one file per split: the message names the file and its own row, whichever splits the spec combines
+    _jsonl(tmp_path / "train.jsonl", ["t0", "t1", "t2"])
+    dev = _jsonl(tmp_path / "dev.jsonl", ["d0", "d1", "d2"], bad="d2")
+    for split in ("validation", "train[:2]+validation[1:]", "train+validation[-1:]"):
+        with pytest.raises(DataError, match=f"^{re.escape(str(dev))}: row 2 \\(line 3\\), id 'd2': empty question$"):
+            _read(tmp_path, split=split)
+    # a split of several files: the row of the split, counted across its files in order
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    _jsonl(shards / "train-00000-of-00002.jsonl", ["a0", "a1"])
+    _jsonl(shards / "train-00001-of-00002.jsonl", ["b0", "b1"], bad="b1")
+    with pytest.raises(DataError, match=f"^{re.escape(str(shards))} split 'train': row 3, id 'b1': empty question$"):
+        _read(shards, split="train[1:]")
+
+
 def test_editing_a_file_changes_its_fingerprint(tmp_path: Path) -> None:
     p = _write_json(tmp_path / "f.json", _doc())
     first = _read(p, cache_dir=str(tmp_path / "cache"))
@@ -244,6 +266,9 @@ def test_hub_rows_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls[-1] == ("rajpurkar/squad_v2", None, "validation", "/tmp/c")
     # the Hub's squad_v2 has no is_impossible column: no answers is what marks a question unanswerable
     assert v2.features == QA_FEATURES and v2["is_impossible"] == [False, False] and v2["answers"][1]["text"] == []
+    rows = rows.map(lambda r: {"question": "" if r["id"] == "b" else r["question"]})
+    with pytest.raises(DataError, match=r"^Hub dataset 'rajpurkar/squad_v2' split 'validation': row 1, id 'b': empty question$"):
+        _read(None, hub_name="rajpurkar/squad_v2", split="validation[1:]")
 
 
 # --------------------------------------------------------------------------- synthetic

@@ -19,7 +19,7 @@ from typing import Any
 
 import datasets
 
-from skim.data.sources import forgotten_on_error, load_rows, one_line, quiet, require_columns, take_split
+from skim.data.sources import BadRow, load_rows, one_line, quiet, require_columns, take_split
 from skim.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -54,28 +54,24 @@ def _label_id(value: Any, label_names: list[str], label_values: dict[str, int] |
 
 def _convert(
     batch: dict[str, list],
-    indices: list[int],
     *,
-    where: str,
     label_names: list[str],
     label_values,
     label_range,
     pair: bool,
 ) -> dict[str, list]:
     labels = []
-    for i, value, text, text_pair in zip(indices, batch["label"], batch["text"], batch["text_pair"]):
+    for row, value, text, text_pair in zip(batch["_row"], batch["label"], batch["text"], batch["text_pair"]):
         for name, t in (("text", text), ("text_pair", text_pair)):
             if not isinstance(t, str) and (pair or name == "text"):
-                raise DataError(f"{where}: row {i}: the {name.replace('_', ' ')} must be a string, got {t!r}")
+                raise BadRow(row, f"the {name.replace('_', ' ')} must be a string, got {t!r}")
         if not label_names:  # regression
             try:
                 score = float(value)
             except (TypeError, ValueError):
-                raise DataError(f"{where}: row {i}: score {value!r} is not a number (a regression task)") from None
+                raise BadRow(row, f"score {value!r} is not a number (a regression task)") from None
             if not math.isfinite(score) or (label_range and not label_range[0] <= score <= label_range[1]):
-                raise DataError(
-                    f"{where}: row {i}: score {score:g} is not a finite number in {list(label_range or [])}"
-                )
+                raise BadRow(row, f"score {score:g} is not a finite number in {list(label_range or [])}")
             labels.append(score)
             continue
         label = _label_id(value, label_names, label_values)
@@ -84,9 +80,7 @@ def _convert(
             allowed = (
                 list(label_values) if label_values is not None else [*map(str, range(len(label_names))), *label_names]
             )
-            raise DataError(
-                f"{where}: row {i}: unknown label {value!r} (allowed: {', '.join(map(repr, allowed))}){hint}"
-            )
+            raise BadRow(row, f"unknown label {value!r} (allowed: {', '.join(map(repr, allowed))}){hint}")
         labels.append(label)
     return {"label": labels, "text_pair": [t if pair else "" for t in batch["text_pair"]]}
 
@@ -103,32 +97,32 @@ def load_cls(
 ) -> datasets.Dataset:
     """One split of classification data in :func:`cls_features`, labels converted and checked."""
     table = table or {}
-    parts, where, suffix = load_rows(source, split=split, file_kwargs=_file_kwargs(table), **load)
-    with forgotten_on_error(parts, suffix):
-        rows = take_split(parts, split, where)
-        in_table = suffix in (".tsv", ".csv")
+    src = load_rows(source, split=split, file_kwargs=_file_kwargs(table), **load)
+    with src.checking():
+        rows = take_split(src.parts, split, src.where)
+        in_table = src.suffix in (".tsv", ".csv")
         names = {**columns, **(table.get("columns") or {})} if in_table else dict(columns)
         pair = names.get("text_pair") is not None
         wanted = {names[k]: k for k in CLS_COLUMNS if names.get(k) is not None}
-        require_columns(rows, where, list(wanted), f"data.columns {dict(columns)}")
-        rows = rows.select_columns(list(wanted)).rename_columns({k: v for k, v in wanted.items() if k != v})
+        require_columns(rows, src.where, list(wanted), f"data.columns {dict(columns)}")
+        rows = rows.select_columns([*wanted, "_row"]).rename_columns({k: v for k, v in wanted.items() if k != v})
         label = rows.features["label"]
         if isinstance(label, datasets.ClassLabel) and label_names and label.num_classes != len(label_names):
-            raise DataError(f"{where}: the labels have {label.num_classes} classes ({', '.join(label.names)}), "
+            raise DataError(f"{src.where}: the labels have {label.num_classes} classes ({', '.join(label.names)}), "
                             f"data.label_names {len(label_names)}")  # fmt: skip
         if not pair:
             rows = rows.add_column("text_pair", [""] * len(rows))
         if in_table and table.get("skip_incomplete_rows"):
             complete = rows.filter(lambda b: [str(v).strip() != "" for v in b["label"]], batched=True)
             if len(complete) < len(rows):
-                log.warning("%s: skipped %d row(s) with too few fields", where, len(rows) - len(complete))
+                log.warning("%s: skipped %d row(s) with too few fields", src.where, len(rows) - len(complete))
             rows = complete
         own = {str(k): int(v) for k, v in table["label_values"].items()} if in_table and table.get("label_values") else None
         try:
             with quiet():
                 return rows.map(
-                    _convert, batched=True, with_indices=True, features=cls_features(label_names),
-                    fn_kwargs={"where": where, "label_names": list(label_names), "label_values": own, "label_range": label_range, "pair": pair},
+                    _convert, batched=True, features=cls_features(label_names), remove_columns=["_row"],
+                    fn_kwargs={"label_names": list(label_names), "label_values": own, "label_range": label_range, "pair": pair},
                 )  # fmt: skip
         except (TypeError, ValueError) as err:
-            raise DataError(f"{where}: columns do not have the types of this task: {one_line(err)}") from err
+            raise DataError(f"{src.where}: columns do not have the types of this task: {one_line(err)}") from err

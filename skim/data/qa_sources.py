@@ -18,7 +18,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from skim.data.sources import check_rows, forgotten_on_error, load_rows, one_line, take_split
+from skim.data.sources import BadRow, check_rows, load_rows, one_line, take_split
 from skim.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ QA_FEATURES = datasets.Features(
         "is_impossible": datasets.Value("bool"),
     }
 )
+# what the adapters emit: each question's row in the source (``sources.Source``) and its path inside that row
+ROWS = datasets.Features({**QA_FEATURES, "_row": datasets.Value("int64"), "_in": datasets.Value("string")})
 # v1.1 scoring takes the best match over a question's gold answers: a question without one cannot be scored
 V1_NEEDS_ANSWERS = (
     "SQuAD v1.1 data needs an answer for every question; for data with unanswerable questions use data=squad_v2"
@@ -43,33 +45,33 @@ V1_NEEDS_ANSWERS = (
 
 
 def _columns() -> dict[str, list]:
-    return {name: [] for name in QA_FEATURES}
+    return {name: [] for name in ROWS}
 
 
-def _add(out: dict[str, list], qid, title, context, question, texts, starts, impossible=False) -> None:
-    for key, value in zip(
-        QA_FEATURES, (qid, title or "", context, question, {"text": texts, "answer_start": starts}, bool(impossible))
-    ):
+def _add(out: dict[str, list], row, inner, qid, title, context, question, texts, starts, impossible=False) -> None:
+    answers = {"text": texts, "answer_start": starts}
+    for key, value in zip(ROWS, (qid, title or "", context, question, answers, bool(impossible), row, inner)):
         out[key].append(value)
 
 
 def _squad_articles(batch: dict[str, list]) -> dict[str, list]:
     """The official nested layout (``data[].paragraphs[].qas[]``) as one row per question."""
     out = _columns()
-    for title, paragraphs in zip(batch.get("title") or [""] * len(batch["paragraphs"]), batch["paragraphs"]):
-        for p in paragraphs or []:
-            for qa in p["qas"] or []:
+    titles = batch.get("title") or [""] * len(batch["paragraphs"])
+    for row, title, paragraphs in zip(batch["_row"], titles, batch["paragraphs"]):
+        for i, p in enumerate(paragraphs or []):
+            for k, qa in enumerate(p["qas"] or []):
                 answers = qa.get("answers") or []
-                _add(out, qa["id"], title, p["context"], qa["question"], [a["text"] for a in answers],
-                     [a["answer_start"] for a in answers], qa.get("is_impossible"))  # fmt: skip
+                _add(out, row, f".paragraphs[{i}].qas[{k}]", qa["id"], title, p["context"], qa["question"],
+                     [a["text"] for a in answers], [a["answer_start"] for a in answers], qa.get("is_impossible"))  # fmt: skip
     return out
 
 
 def squad(rows: datasets.Dataset, **_: Any) -> datasets.Dataset:
     """Nested SQuAD JSON (``field: data``) or the flat HF layout (parquet, JSONL, the Hub ``squad`` datasets)."""
     if "paragraphs" in rows.column_names:
-        return rows.map(_squad_articles, batched=True, remove_columns=rows.column_names, features=QA_FEATURES)
-    for name, fill in (("title", ""), ("is_impossible", False)):
+        return rows.map(_squad_articles, batched=True, remove_columns=rows.column_names, features=ROWS)
+    for name, fill in (("title", ""), ("is_impossible", False), ("_in", "")):
         if name not in rows.column_names:
             rows = rows.add_column(name, [fill] * len(rows))
     table = rows.with_format("arrow")
@@ -79,7 +81,7 @@ def squad(rows: datasets.Dataset, **_: Any) -> datasets.Dataset:
             lambda b: {"title": [t or "" for t in b["title"]], "is_impossible": [bool(x) for x in b["is_impossible"]]},
             batched=True,
         )
-    return rows.select_columns(list(QA_FEATURES)).cast(QA_FEATURES)
+    return rows.select_columns(list(ROWS)).cast(ROWS)
 
 
 # ---- HotpotQA (distractor) ------------------------------------------------------------------------------------------
@@ -89,8 +91,8 @@ YES_NO_PREFIX = "yes no "  # Block-Skim's add_yes_no: the two answers become spa
 def _hotpot_articles(batch: dict[str, list], yes_no: str) -> dict[str, list]:
     out = _columns()
     ids = batch["_id"] if "_id" in batch else batch["id"]  # the published JSON says "_id", the Hub rows "id"
-    rows = zip(ids, batch["question"], batch["answer"], batch["context"], batch["supporting_facts"])
-    for qid, question, answer, ctx, facts in rows:
+    rows = zip(batch["_row"], ids, batch["question"], batch["answer"], batch["context"], batch["supporting_facts"])
+    for row, qid, question, answer, ctx, facts in rows:
         # published JSON: [[title, [sentences]], ...] and [[title, sent_id], ...]; the Hub: the same as dicts of lists
         paragraphs = zip(ctx["title"], ctx["sentences"]) if isinstance(ctx, dict) else ctx
         facts = set(zip(facts["title"], facts["sent_id"])) if isinstance(facts, dict) else {(t, k) for t, k in facts}
@@ -117,7 +119,7 @@ def _hotpot_articles(batch: dict[str, list], yes_no: str) -> dict[str, list]:
             start = next((i for a, b in evidence if (i := context.find(answer, a, b)) >= 0), context.find(answer))
         if start < 0 or not answer:
             continue  # not a span of the paragraphs: cannot be extracted; dropped and counted
-        _add(out, qid, "", context, question, [answer], [start])
+        _add(out, row, "", qid, "", context, question, [answer], [start])
     return out
 
 
@@ -126,7 +128,7 @@ def hotpotqa(rows: datasets.Dataset, *, yes_no: str = "drop", **_: Any) -> datas
     paragraphs concatenated in the order given, the answer at its first occurrence in a supporting-fact sentence (else
     its first occurrence). Yes/no answers are dropped (``yes_no: drop``) or made extractable as in Block-Skim by
     prefixing every context with ``"yes no "`` (``yes_no: prepend``); answers found nowhere are dropped. Both counted."""
-    out = rows.map(_hotpot_articles, batched=True, remove_columns=rows.column_names, features=QA_FEATURES,
+    out = rows.map(_hotpot_articles, batched=True, remove_columns=rows.column_names, features=ROWS,
                    fn_kwargs={"yes_no": yes_no})  # fmt: skip
     answers = pc.utf8_lower(pc.utf8_trim_whitespace(rows.with_format("arrow")["answer"]))
     n_yes_no = int(pc.sum(pc.is_in(answers, value_set=pa.array(["yes", "no"]))).as_py() or 0)
@@ -142,7 +144,7 @@ def _loose(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKD", text.lower()) if ch.isalnum())
 
 
-def _mrqa_question(out: dict[str, list], qid, subset, context, question, spans) -> None:
+def _mrqa_question(out: dict[str, list], row, inner, qid, subset, context, question, spans) -> None:
     """``spans``: (detected text, start, end inclusive). The answer text is the context slice ``context[s:e+1]``:
     the char span is what locates the answer (``text`` is the string the span was detected for and may differ from
     the slice in case, whitespace or punctuation, and the Hub rows hold it stripped), and the labels need the exact
@@ -153,34 +155,34 @@ def _mrqa_question(out: dict[str, list], qid, subset, context, question, spans) 
     for text, s, e in sorted(set(spans), key=lambda t: (t[1], t[2])):
         found = context[s : e + 1] if 0 <= s <= e else ""
         if _loose(found) != _loose(text):
-            raise ValueError(f"question {qid!r}: char span [{s}, {e}] holds {found[:60]!r}, not the detected answer "
-                             f"{text[:60]!r} (context length {len(context)})")  # fmt: skip
+            raise BadRow(row, f"char span [{s}, {e}] holds {found[:60]!r}, not the detected answer {text[:60]!r} "
+                         f"(context length {len(context)})", f"{inner}, id {qid!r}")  # fmt: skip
         if (found, s) not in zip(texts, starts):
             texts.append(found)
             starts.append(s)
-    _add(out, qid, subset, context, question, texts, starts)
+    _add(out, row, inner, qid, subset, context, question, texts, starts)
 
 
 def _mrqa_contexts(batch: dict[str, list], subset: str) -> dict[str, list]:
     out = _columns()
-    for context, qas in zip(batch["context"], batch["qas"]):
-        for qa in qas:
+    for row, context, qas in zip(batch["_row"], batch["context"], batch["qas"]):
+        for k, qa in enumerate(qas):
             spans = [(a["text"], s, e) for a in qa["detected_answers"] for s, e in a["char_spans"]]
-            _mrqa_question(out, qa["qid"], subset, context, qa["question"], spans)
+            _mrqa_question(out, row, f", qas[{k}]", qa["qid"], subset, context, qa["question"], spans)
     return out
 
 
 def _mrqa_hub(batch: dict[str, list]) -> dict[str, list]:
     out = _columns()
     tokens = batch.get("context_tokens") or [None] * len(batch["qid"])
-    rows = zip(batch["qid"], batch["subset"], batch["context"], batch["question"], batch["detected_answers"], tokens)
-    for qid, subset, context, question, detected, toks in rows:
+    rows = zip(batch["_row"], batch["qid"], batch["subset"], batch["context"], batch["question"], batch["detected_answers"], tokens)
+    for row, qid, subset, context, question, detected, toks in rows:
         # the Hub's loading script stripped each context but kept the offsets into the raw one (SQuAD has contexts
         # that begin with whitespace): shift back by the raw offset of the first token, which now begins the context
         lead = next((o for t, o in zip(toks["tokens"], toks["offsets"]) if t.strip()), 0) if toks else 0
         spans = [(t, s - lead, e - lead) for t, cs in zip(detected["text"], detected["char_spans"])
                  for s, e in zip(cs["start"], cs["end"])]  # fmt: skip
-        _mrqa_question(out, qid, subset, context, question, spans)
+        _mrqa_question(out, row, "", qid, subset, context, question, spans)
     return out
 
 
@@ -197,11 +199,11 @@ def mrqa(rows: datasets.Dataset, *, subset: str | None = None, **_: Any) -> data
     if local:  # the header line is a row without a context
         rows = rows.filter(lambda b: [c is not None for c in b["context"]], batched=True)
         name = subset or (names[0] if len(names) == 1 else "")
-        return rows.map(_mrqa_contexts, batched=True, remove_columns=rows.column_names, features=QA_FEATURES,
+        return rows.map(_mrqa_contexts, batched=True, remove_columns=rows.column_names, features=ROWS,
                         fn_kwargs={"subset": name})  # fmt: skip
     if subset:
         rows = rows.filter(lambda b: [s == subset for s in b["subset"]], batched=True)
-    return rows.map(_mrqa_hub, batched=True, remove_columns=rows.column_names, features=QA_FEATURES)
+    return rows.map(_mrqa_hub, batched=True, remove_columns=rows.column_names, features=ROWS)
 
 
 LAYOUTS: dict[str, Callable[..., datasets.Dataset]] = {"squad": squad, "hotpotqa": hotpotqa, "mrqa": mrqa}
@@ -209,38 +211,32 @@ LAYOUTS: dict[str, Callable[..., datasets.Dataset]] = {"squad": squad, "hotpotqa
 FILE_KWARGS = {"squad": {".json": {"field": "data"}}}
 
 
-def check_qa(batch: dict[str, list], indices: list[int], *, where: str, require_answers: bool) -> None:
+def check_qa(batch: dict[str, list], *, require_answers: bool) -> None:
     """What scoring by question id and the answer-span labels rely on; a shifted ``answer_start`` would silently
     corrupt the labels, so it is reported, never repaired."""
-    for i, qid, context, question, answers, impossible in zip(
-        indices, batch["id"], batch["context"], batch["question"], batch["answers"], batch["is_impossible"]
+    for row, inner, qid, context, question, answers, impossible in zip(
+        batch["_row"], batch["_in"], batch["id"], batch["context"], batch["question"], batch["answers"], batch["is_impossible"]
     ):
-        at = f"{where}: row {i} (id {qid!r})"
+        at = f"{inner}, id {qid!r}"
         if not (qid or "").strip():
-            raise DataError(f"{where}: row {i}: empty id (predictions are scored by question id)")
+            raise BadRow(row, "empty id (predictions are scored by question id)", inner)
         for name, text in (("context", context), ("question", question)):
             if not (text or "").strip():
-                raise DataError(f"{at}: empty {name}")  # a missing field reads as null: empty too
+                raise BadRow(row, f"empty {name}", at)  # a missing field reads as null: empty too
         texts, starts = answers["text"], answers["answer_start"]
         if impossible and texts:
-            raise DataError(
-                f"{at}: is_impossible is true but {len(texts)} answer(s) are given (unanswerable questions must have answers [])"
-            )
+            raise BadRow(row, f"is_impossible is true but {len(texts)} answer(s) are given (unanswerable questions must have answers [])", at)
         if require_answers and not texts:
-            raise DataError(
-                f"{at}: {'is_impossible is true' if impossible else 'question has no answers'}; {V1_NEEDS_ANSWERS}"
-            )
+            raise BadRow(row, f"{'is_impossible is true' if impossible else 'question has no answers'}; {V1_NEEDS_ANSWERS}", at)
         if len(texts) != len(starts):
-            raise DataError(f"{at}: answers have {len(texts)} texts but {len(starts)} answer_start values")
+            raise BadRow(row, f"answers have {len(texts)} texts but {len(starts)} answer_start values", at)
         for a, (text, start) in enumerate(zip(texts, starts)):
             if not (text or "").strip():
-                raise DataError(f"{at}: answers[{a}]: empty answer text")
+                raise BadRow(row, f"answers[{a}]: empty answer text", at)
             found = context[start : start + len(text)] if start is not None and start >= 0 else ""
             if found != text:
-                raise DataError(
-                    f"{at}: answers[{a}]: answer_start {start} does not match the context: expected {text[:60]!r}, "
-                    f"context has {found[:60]!r} there (context length {len(context)})"
-                )
+                raise BadRow(row, f"answers[{a}]: answer_start {start} does not match the context: expected {text[:60]!r}, "
+                             f"context has {found[:60]!r} there (context length {len(context)})", at)  # fmt: skip
 
 
 def load_qa(
@@ -255,17 +251,20 @@ def load_qa(
     """One split of extractive-QA data in :data:`QA_FEATURES`, checked."""
     if layout not in LAYOUTS:
         raise DataError(f"unknown QA layout data.layout={layout!r}; known: {', '.join(LAYOUTS)}")
-    parts, where, suffix = load_rows(source, split=split, file_kwargs=FILE_KWARGS.get(layout), **load)
-    with forgotten_on_error(parts, suffix):
+    src = load_rows(source, split=split, file_kwargs=FILE_KWARGS.get(layout), **load)
+    with src.checking():
         try:
-            qa = take_split({name: LAYOUTS[layout](rows, **(layout_options or {})) for name, rows in parts.items()}, split, where)
+            parts = {name: LAYOUTS[layout](rows, **(layout_options or {})) for name, rows in src.parts.items()}
         except (KeyError, TypeError, ValueError) as err:  # a field the layout needs is absent or of another type
-            raise DataError(f"{where}: not in the {layout} layout ({type(err).__name__}: {one_line(err)})") from err
+            raise DataError(f"{src.where}: not in the {layout} layout ({type(err).__name__}: {one_line(err)})") from err
+        qa = take_split(parts, split, src.where)
         ids = qa.with_format("arrow")["id"]
         counts = pc.value_counts(ids)
         duplicated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-        if len(duplicated):
+        if len(duplicated):  # the second question with the id is the one reported
             qid = duplicated[0].as_py()
-            raise DataError(f"{where}: row {pc.index(ids, qid).as_py()}: duplicate id {qid!r} (predictions are scored by question id)")
-        check_rows(qa, check_qa, where, require_answers=require_answers)
-    return qa
+            second = qa[pc.indices_nonzero(pc.equal(ids, qid))[1].as_py()]
+            raise BadRow(second["_row"], f"duplicate id {qid!r} (an earlier question has it; predictions are scored by "
+                         "question id)", second["_in"])  # fmt: skip
+        check_rows(qa, check_qa, require_answers=require_answers)
+    return qa.remove_columns(["_row", "_in"])

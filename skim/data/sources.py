@@ -10,6 +10,9 @@ layout adapters (``qa_sources``, ``cls_sources``) then turn the rows into one of
 from __future__ import annotations
 
 import contextlib
+import csv
+import dataclasses
+import gzip
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from typing import Any
 import datasets
 import pandas
 from datasets.data_files import DataFilesDict, get_data_patterns
+from datasets.utils.extract import Extractor
 
 from skim.errors import ConfigError, DataError
 
@@ -102,6 +106,97 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {one_line(err)}"
 
 
+class BadRow(DataError):
+    """A check's finding about the row numbered ``row`` in the ``_row`` column; :meth:`Source.checking` turns it into
+    one line naming the file, the row in the file and its line. ``at`` follows the row: a path inside the record
+    (``.paragraphs[1].qas[0]``), an id."""
+
+    def __init__(self, row: int, problem: str, at: str = ""):
+        super().__init__(problem)
+        self.row, self.problem, self.at = row, problem, at
+
+
+def _line(path: str, suffix: str, row: int, options: dict[str, Any]) -> int | None:
+    """The line on which data row ``row`` of a JSON-lines or TSV/CSV file starts. Blank lines are skipped as the readers
+    skip them: pyarrow lines of JSON whitespace, pandas lines of spaces and tabs (other than the separator), and a
+    header line comes first unless ``names`` are given. None where a row has no line of its own (parquet, a JSON
+    list, an archive) or where a quote before it may have joined lines (CSV)."""
+    compression = Extractor.infer_extractor_format(path)
+    if suffix == ".parquet" or compression not in (None, "gzip"):
+        return None
+    table = BUILDERS[suffix] == "csv"
+    blank = " \t".replace(options.get("sep", ","), "") if table else " \t"
+    target = row + int(table and "names" not in options)
+    with (gzip.open if compression else open)(path, "rt", encoding="utf-8", errors="replace", newline=None) as f:
+        for number, line in enumerate(f, 1):
+            text = line.rstrip("\n")
+            if not text.strip(blank):
+                continue
+            if not table and text.lstrip(" \t\ufeff").startswith("["):  # a JSON list, not JSON lines
+                return None
+            if not target:
+                return number
+            if table and options.get("quoting") != csv.QUOTE_NONE and '"' in text:
+                return None
+            target -= 1
+    return None
+
+
+@dataclasses.dataclass
+class Source:
+    """The splits that a split spec reads, as stored. Their rows are numbered in a ``_row`` column (in order across
+    the splits), which travels through the layout adapters, slices and filters: a finding names the row of the file."""
+
+    parts: dict[str, datasets.Dataset]
+    where: str  # the file, folder or Hub dataset, for messages
+    suffix: str  # the local format (".json", ".tsv", ...) or "hub"
+    files: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the builder's (field, names, sep, quoting)
+
+    def __post_init__(self) -> None:
+        start = 0
+        for name, rows in self.parts.items():
+            self.parts[name] = rows.add_column("_row", range(start, start + len(rows)))
+            start += len(rows)
+
+    def locate(self, row: int) -> str:
+        """``<file>: row <r> (line <l>)``, ``<file>: data[<r>]`` for a nested JSON, or the split's row for the Hub or a
+        split of several files."""
+        for name, rows in self.parts.items():
+            if row < len(rows):
+                break
+            row -= len(rows)
+        files = self.files.get(name, [])
+        if len(files) != 1:
+            return f"{self.where} split {name!r}: row {row}"
+        if self.options.get("field"):
+            return f"{files[0]}: {self.options['field']}[{row}]"
+        line = _line(files[0], self.suffix, row, self.options)
+        return f"{files[0]}: row {row}" + (f" (line {line})" if line else "")
+
+    @contextlib.contextmanager
+    def checking(self) -> Iterator[None]:
+        """A finding becomes one located line; local files that fail their checks leave nothing behind: the Arrow files
+        ``datasets`` wrote for them (the parsed rows and any map over them, in one folder per file set) are removed."""
+        try:
+            yield
+        except DataError as err:
+            if self.suffix != "hub":  # a Hub download is the user's cache, whatever its rows hold
+                for rows in self.parts.values():
+                    for f in rows.cache_files:
+                        # <cache>/<builder>/<config: the files' hash>/<version>/<hash>/<name>.arrow
+                        config = Path(f["filename"]).parents[2]
+                        if config.parent.name in BUILDERS.values():
+                            shutil.rmtree(config, ignore_errors=True)
+                            for lock in config.parents[1].glob(f"*{config.name}*.lock"):
+                                lock.unlink(missing_ok=True)
+                            with contextlib.suppress(OSError):  # the builder's folder, unless other files use it
+                                config.parent.rmdir()
+            if isinstance(err, BadRow):
+                raise DataError(f"{self.locate(err.row)}{err.at}: {err.problem}") from None
+            raise
+
+
 def load_rows(
     source: str | None,
     *,
@@ -112,12 +207,11 @@ def load_rows(
     option: str = "the local data file option",
     local_config: str | None = None,
     file_kwargs: dict[str, dict[str, Any]] | None = None,
-) -> tuple[dict[str, datasets.Dataset], str, str]:
-    """The splits that the split spec ``split`` reads, as stored: ``({name: rows}, where, suffix)``.
+) -> Source:
+    """The splits that the split spec ``split`` reads, as stored.
 
     The spec's slices are applied by :func:`take_split` after the layout adapter, so that ``validation[:100]``
-    counts questions, not the articles of a nested file. ``where`` names the source in error messages; ``suffix``
-    is the local format (``.json``, ``.tsv``, ...) or ``"hub"``. ``file_kwargs[suffix]`` are extra builder arguments
+    counts questions, not the articles of a nested file. ``file_kwargs[suffix]`` are extra builder arguments
     for that format (a TSV's separator, a nested JSON's ``field``). ``option`` / ``local_config`` say what offline
     users can set when the Hub is unreachable.
     """
@@ -143,42 +237,21 @@ def load_rows(
             raise
         except Exception as err:  # the readers raise pyarrow, pandas, json and gzip errors alike
             raise DataError(f"{path}: cannot be read as {suffix} data: {_reason(err)}") from err
-        return dict(parts), str(path), suffix
+        return Source(dict(parts), str(path), suffix, files, kwargs)
     if not hub_name:
         raise ConfigError(
             f"no dataset given: set {option} to a local file or folder, or data.hub_name to a Hub dataset"
         )
+    config = f" (config {hub_config!r})" if hub_config else ""
     try:
         parts = {name: datasets.load_dataset(hub_name, hub_config, split=name, cache_dir=cache_dir) for name in names}
     except Exception as err:
-        config = f" (config {hub_config!r})" if hub_config else ""
         local = f"use data={local_config} or " if local_config else ""
         raise DataError(
             f"could not load Hub dataset {hub_name!r}{config} split {split!r}: {type(err).__name__}: {one_line(err)}; "
             f"offline users: {local}set {option} to a local file"
         ) from err
-    return parts, f"Hub dataset {hub_name!r} split {split!r}", "hub"
-
-
-@contextlib.contextmanager
-def forgotten_on_error(parts: dict[str, datasets.Dataset], suffix: str) -> Iterator[None]:
-    """Local files that fail their checks leave nothing behind: the Arrow files ``datasets`` wrote for them (the
-    parsed rows and any map over them, in one folder per file set) are removed before the error goes on."""
-    try:
-        yield
-    except DataError:
-        if suffix != "hub":  # a Hub download is the user's cache, whatever its rows hold
-            for rows in parts.values():
-                for f in rows.cache_files:
-                    # <cache>/<builder>/<config: the files' hash>/<version>/<hash>/<name>.arrow
-                    config = Path(f["filename"]).parents[2]
-                    if config.parent.name in BUILDERS.values():
-                        shutil.rmtree(config, ignore_errors=True)
-                        for lock in config.parents[1].glob(f"*{config.name}*.lock"):
-                            lock.unlink(missing_ok=True)
-                        with contextlib.suppress(OSError):  # the builder's folder, unless other files use it
-                            config.parent.rmdir()
-        raise
+    return Source(parts, f"Hub dataset {hub_name!r}{config}", "hub")
 
 
 def take_split(parts: dict[str, datasets.Dataset], split: str, where: str) -> datasets.Dataset:
@@ -204,16 +277,16 @@ def require_columns(rows: datasets.Dataset, where: str, needed: list[str], what:
     missing = [c for c in needed if c not in rows.column_names]
     if missing:
         raise DataError(
-            f"{where}: missing column(s) {', '.join(map(repr, missing))} for {what} (found: {', '.join(rows.column_names)})"
+            f"{where}: missing column(s) {', '.join(map(repr, missing))} for {what} "
+            f"(found: {', '.join(c for c in rows.column_names if c != '_row')})"
         )
 
 
-def check_rows(rows: datasets.Dataset, check, where: str, **fn_kwargs: Any) -> None:
-    """Run ``check(batch, indices, where=..., **fn_kwargs)`` over every row as a batched ``map`` that returns
-    nothing (so ``datasets`` writes nothing); the first bad row raises its DataError."""
+def check_rows(rows: datasets.Dataset, check, **fn_kwargs: Any) -> None:
+    """Run ``check(batch, **fn_kwargs)`` over every row as a batched ``map`` that returns nothing (so ``datasets``
+    writes nothing); the first bad row raises its :class:`BadRow`."""
     with quiet():
-        rows.map(check, batched=True, batch_size=10_000, with_indices=True, fn_kwargs={"where": where, **fn_kwargs},
-                 load_from_cache_file=False)  # fmt: skip
+        rows.map(check, batched=True, batch_size=10_000, fn_kwargs=fn_kwargs, load_from_cache_file=False)
 
 
 @contextlib.contextmanager
