@@ -342,14 +342,6 @@ def test_synthetic_write_split_and_read(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_synthetic_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from skim.data.synthetic import main
-
-    assert main([str(tmp_path), "--train-size", "20", "--val-size", "5", "--seed", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "train.json (20 questions" in out and "dev.json (5 questions" in out
-
-
 def test_synthetic_sentiment_is_deterministic_and_balanced(tmp_path):
     from skim.data.cls_sources import load_cls
     from skim.data.synthetic import make_synthetic_sentiment, write_synthetic_sentiment

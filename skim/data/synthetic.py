@@ -1,52 +1,26 @@
-"""Deterministic synthetic extractive-QA data in the official SQuAD JSON layout.
+"""skim's generated data sets, deterministic and offline: extractive QA in the official SQuAD JSON layout (the
+quickstart: a tiny randomly initialised BERT reaches EM >= 80 within minutes on a CPU) and sentiment classification.
 
-Purpose: an offline quickstart. A tiny randomly initialised BERT (2-4 layers, hidden
-128, bert-base-uncased WordPiece) should reach EM >= 80 within minutes on a CPU, and
-token skimming (Block-Skim, 32-token blocks) must have something to drop.
+Every QA context (~150-250 tokens) hides one *fact* sentence among *filler* sentences (``n_facts`` may add distractor
+facts that only the question tells apart)::
 
-Task design
------------
-* Every context is ~150-250 tokens: by default ONE *fact* sentence hidden among *filler*
-  sentences (``n_facts=(1, 1)``; more facts add distractors that only the question tells
-  apart, see DEFAULT_N_FACTS; ``train_short_fraction`` mixes in short warm-up contexts)::
+    the <attr> of <key> is <value> .            e.g. "the weapon of the brave owl is spear ."
+    the dark bridge stands near the mill in the morning .         (filler)
 
-      the <attr> of <key> is <value> .            e.g. "the weapon of the brave owl is spear ."
-      the dark bridge stands near the mill in the morning .         (filler)
-
-  Facts in one context use distinct attributes, distinct keys (distinct animals) and
-  distinct values, so each question has exactly one correct span.
-* Question: ``what is the <attr> of <key> ?``; answer = ``<value>`` (1-2 words), with the
-  exact character offset. Facts are sampled per context (no global knowledge base), so
-  the model must read the context; fillers never contain fact words, so only the
-  32-token block(s) holding the asked fact are needed: the rest can be skimmed.
-* All words are single WordPiece tokens in bert-base-uncased, hence "tokens == words"
-  and lengths are controlled exactly.
-* Only ``random.Random(seed)`` methods with version-stable output are used
-  (``random``, ``randrange``/``randint``, ``choice``, ``shuffle``), and the JSON
-  is written with fixed key order, so the same seed gives byte-identical files.
+The question is ``what is the <attr> of <key> ?``, the answer ``<value>`` (1-2 words) at its exact offset. Facts are
+drawn per context (no global knowledge base), so the model must read the context, and fillers never hold fact
+words, so only the 32-token block(s) with the asked fact are needed: the rest can be skimmed. Every word is one
+WordPiece token of bert-base-uncased (tokens == words). Only version-stable ``random.Random`` methods are used and
+JSON is written in a fixed key order: the same seed gives byte-identical files.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import os
 import random
-import sys
 from pathlib import Path
 from typing import Any
-
-__all__ = [
-    "ATTRIBUTES",
-    "DEFAULT_TRAIN_SHORT_FRACTION",
-    "LONG_TOKENS",
-    "SHORT_TOKENS",
-    "SYNTHETIC_VERSION",
-    "make_synthetic_squad",
-    "synthetic_json_bytes",
-    "write_synthetic_squad",
-]
 
 SYNTHETIC_VERSION = "synthetic-1.0"
 
@@ -58,10 +32,7 @@ _KEY_ANIMAL: tuple[str, ...] = ["fox", "wolf", "bear", "deer", "horse", "lion", 
 # type point to the asked fact (two redundant cues keep it learnable from scratch in minutes).
 _CITIES = ["paris", "london", "rome", "berlin", "tokyo", "madrid", "moscow", "vienna", "dublin", "boston", "chicago", "sydney", "cairo", "athens", "lisbon", "prague", "oslo", "warsaw", "denver", "seattle", "toronto", "delhi"] + ["new york", "hong kong", "los angeles", "san diego"]
 _NAMES = ["john", "mary", "david", "sarah", "peter", "anna", "james", "emma", "thomas", "lucy", "george", "alice", "henry", "laura", "paul", "maria", "frank", "helen", "oscar", "ruth", "victor", "grace", "simon", "rose"]
-_COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple", "pink", "brown", "gray", "silver", "gold", "violet"] + [
-    "dark blue",
-    "light green",
-]
+_COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple", "pink", "brown", "gray", "silver", "gold", "violet"] + ["dark blue", "light green"]
 _WEAPONS = ["sword", "bow", "spear", "axe", "knife", "hammer", "shield", "rifle", "dagger", "club", "whip", "lance"]
 _FOODS = ["apple", "bread", "rice", "cheese", "fish", "meat", "honey", "corn", "milk", "soup", "cake", "salt", "sugar", "beans", "nuts", "eggs"]
 _JOBS = ["farmer", "doctor", "teacher", "soldier", "sailor", "baker", "hunter", "driver", "singer", "painter", "writer", "judge", "priest", "miner"]
@@ -246,31 +217,13 @@ def synthetic_json_bytes(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def _write_if_changed(path: Path, content: bytes) -> bool:
-    """Atomically write `content` unless the file already holds exactly it; True if written."""
-    if path.is_file() and hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(content).digest():
-        return False
+def _write_if_changed(path: Path, content: bytes) -> None:
+    """Leave a file that already holds exactly ``content`` untouched (its mtime, hence the cache keys, stay put)."""
+    if path.is_file() and path.read_bytes() == content:
+        return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(content)
     os.replace(tmp, path)  # atomic: concurrent readers (e.g. other DDP ranks) never see a partial file
-    return True
-
-
-def _generate_splits(
-    train_size: int, val_size: int, seed: int, train_short_fraction: float, n_facts: tuple[int, int] = DEFAULT_N_FACTS
-) -> dict[str, dict[str, Any]]:
-    train = make_synthetic_squad(
-        train_size, seed=seed, title="synthetic-train", short_fraction=train_short_fraction, n_facts=n_facts
-    )
-    train_contexts = frozenset(p["context"] for p in train["data"][0]["paragraphs"])
-    # A different seed gives new contexts; the exclusion set guarantees it.
-    dev = make_synthetic_squad(
-        val_size, seed=seed + 1_000_003, title="synthetic-dev", exclude_contexts=train_contexts, n_facts=n_facts
-    )
-    return {"train": train, "validation": dev}
-
-
-_FILE_NAMES = {"train": "train.json", "validation": "dev.json"}
 
 
 def write_synthetic_squad(
@@ -282,59 +235,25 @@ def write_synthetic_squad(
     train_short_fraction: float = DEFAULT_TRAIN_SHORT_FRACTION,
     n_facts: tuple[int, int] | list[int] = DEFAULT_N_FACTS,
 ) -> dict[str, Path]:
-    """Write ``train.json`` and ``dev.json`` (held-out contexts) under ``out_dir``.
+    """Write ``train.json`` and ``dev.json`` under ``out_dir``: ``{"train": <train.json>, "validation": <dev.json>}``.
 
-    ``train_short_fraction`` of the training contexts are short warm-up contexts; all dev
-    contexts are long (150-250 tokens), so skimming is evaluated where it matters. Returns ``{"train": <train.json>, "validation": <dev.json>}``. Files whose content is
-    already identical are not rewritten (idempotent; mtimes, hence cache keys, stay put).
+    ``train_short_fraction`` of the training contexts are short warm-up contexts; all dev contexts are long and none
+    is a training context (a different seed, and the exclusion guarantees it), so skimming is evaluated where it matters.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for split, obj in _generate_splits(train_size, val_size, seed, train_short_fraction, tuple(n_facts)).items():
-        path = out / _FILE_NAMES[split]
-        _write_if_changed(path, synthetic_json_bytes(obj))
-        paths[split] = path
+    n_facts = tuple(n_facts)
+    train = make_synthetic_squad(
+        train_size, seed=seed, title="synthetic-train", short_fraction=train_short_fraction, n_facts=n_facts
+    )
+    train_contexts = frozenset(p["context"] for p in train["data"][0]["paragraphs"])
+    dev = make_synthetic_squad(
+        val_size, seed=seed + 1_000_003, title="synthetic-dev", exclude_contexts=train_contexts, n_facts=n_facts
+    )
+    paths = {"train": out / "train.json", "validation": out / "dev.json"}
+    for split, doc in (("train", train), ("validation", dev)):
+        _write_if_changed(paths[split], synthetic_json_bytes(doc))
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m skim.data.synthetic",
-        description="Write the deterministic synthetic SQuAD-format QA set (train.json, dev.json).",
-    )
-    parser.add_argument("out_dir", help="output directory")
-    parser.add_argument("--train-size", type=int, default=4000, help="training questions (default 4000)")
-    parser.add_argument("--val-size", type=int, default=500, help="validation questions (default 500)")
-    parser.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
-    parser.add_argument(
-        "--train-short-fraction",
-        type=float,
-        default=DEFAULT_TRAIN_SHORT_FRACTION,
-        help=f"fraction of short warm-up training contexts (default {DEFAULT_TRAIN_SHORT_FRACTION})",
-    )
-    args = parser.parse_args(argv)
-    if args.train_size < 1 or args.val_size < 1:
-        parser.error("--train-size and --val-size must be >= 1")
-    if not 0.0 <= args.train_short_fraction <= 1.0:
-        parser.error("--train-short-fraction must be in [0, 1]")
-    paths = write_synthetic_squad(
-        args.out_dir,
-        train_size=args.train_size,
-        val_size=args.val_size,
-        seed=args.seed,
-        train_short_fraction=args.train_short_fraction,
-    )
-    for split, path in paths.items():
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        paras = doc["data"][0]["paragraphs"]
-        n_q = sum(len(p["qas"]) for p in paras)
-        print(f"{split}: {path} ({n_q} questions, {len(paras)} contexts)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 # --- synthetic sentiment classification (the Transkimmer quickstart) ----------------------------------------------
