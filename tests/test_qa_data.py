@@ -25,7 +25,7 @@ def _datamodule(minilm_path, squad_dev, tmp_path, **kw):
 
 
 def test_every_dev_answer_is_recoverable_from_feature_offsets(minilm_path, squad_dev):
-    from skim.data.tokenizer import build_tokenizer
+    from skim.data.base import build_tokenizer
 
     tok = build_tokenizer(minilm_path)
     raw = load_qa(str(squad_dev), layout="squad", split="validation", require_answers=True, hub_name=None,

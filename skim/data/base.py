@@ -1,12 +1,11 @@
 """What every task DataModule shares: options, the tokenizer, loading, featurisation, collation, loaders, describe.
 
-A task module (``qa_datamodule``, ``cls_datamodule``) adds only what differs: its keyword options, ``load`` (one
-split of raw data in its schema), ``featurize`` (a batched ``Dataset.map`` function) with ``featurize_options``,
-the ``scalar_columns`` it feeds and what evaluation needs to know about the examples (``keep_eval_examples``).
-
-Features are cached by ``datasets`` itself: ``Dataset.map`` keys its cache file on the fingerprint of the raw split
-(the files, their size and modification time: ``sources.load_rows``), the subset, the featuriser, the tokenizer and
-every option. ``cache_hits`` records, per role ``"train"`` / ``"validation"``, whether that cache answered.
+A task module (``qa_datamodule``, ``cls_datamodule``) adds only what differs: its options, ``load`` (one split of
+raw data in its schema, read with ``source_options``), ``featurize`` (a batched ``Dataset.map`` function) with
+``featurize_options``, ``write_synthetic`` (skim's generated set), the ``scalar_columns`` it feeds and what evaluation
+keeps of the examples (``keep_eval_examples``). ``Dataset.map`` caches the features under the fingerprint of the raw
+split (the files, their size and modification time: ``sources.load_rows``), the subset, the featuriser, the tokenizer
+and every option; ``cache_hits`` records per role (``"train"`` / ``"validation"``) whether that cache answered.
 """
 
 from __future__ import annotations
@@ -23,11 +22,10 @@ import datasets
 import lightning.pytorch as pl
 import pyarrow.compute as pc
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from skim.data.resumable import DistributedGroupedSampler, resumable_loader, training_seed
-from skim.data.sampling import eval_sampler
-from skim.data.tokenizer import build_tokenizer
+from skim.data.resumable import DistributedGroupedSampler, ResumableDataLoader, training_seed
 from skim.errors import ConfigError
 from skim.utils.resolvers import skim_root
 
@@ -54,10 +52,20 @@ def _is_instance(value: Any, t: type) -> bool:
     )
 
 
-def local_config(name: str) -> str | None:
-    """``<name>_local`` when conf/data has it (the copies in ../shared/data): what offline users can switch to."""
-    local = f"{name}_local"
-    return local if (Path(skim_root()) / "conf" / "data" / f"{local}.yaml").exists() else None
+def build_tokenizer(name_or_path: str):
+    """The fast tokenizer of ``model.tokenizer`` (a Hub id or a local folder)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"could not load tokenizer {name_or_path!r} ({first}). Offline? Point model.tokenizer at a local folder"
+        ) from err
+    if not getattr(tok, "is_fast", False):
+        raise ConfigError(f"tokenizer {name_or_path!r} is not a fast tokenizer; extractive QA needs offset mappings")
+    return tok
 
 
 def collate(
@@ -147,24 +155,9 @@ class SkimDataModule(pl.LightningDataModule):
             if name in POSITIVE_OPTIONS and value is not None and value < 1:
                 raise ConfigError(f"data.{name} must be at least 1, got {value}")
 
-    # ---- what a task module provides -----------------------------------------------------------------
-    def load(self, source: str | None, split: str, option: str) -> datasets.Dataset:
-        raise NotImplementedError
-
-    @staticmethod
-    def featurize(examples: dict[str, list], indices: list[int], *, tokenizer, **options: Any) -> dict[str, list]:
-        raise NotImplementedError
-
-    def featurize_options(self) -> dict[str, Any]:
-        raise NotImplementedError
-
     def keep_eval_examples(self, examples: datasets.Dataset) -> None:
         self.eval_examples = examples
 
-    def write_synthetic(self, **options: Any) -> None:
-        raise ConfigError(f"data.synthetic is not available for data.task={self.task}")
-
-    # ---- shared ------------------------------------------------------------------------------------------
     @property
     def tokenizer(self):
         if self._tokenizer is None:
@@ -179,12 +172,21 @@ class SkimDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.synthetic:  # skim's generated data sets (offline quickstart)
-            self.write_synthetic(**self.synthetic)
+            options = dict(self.synthetic)
+            self.write_synthetic(options.pop("dir"), **options)
+
+    def source_options(self, option: str) -> dict[str, Any]:
+        """How ``load`` reads: the Hub dataset, the cache, and what offline users can switch to (``option``, and
+        ``data=<name>_local`` where conf/data has it: the copies in ../shared/data)."""
+        local = f"{self.name}_local"
+        has_local = (Path(skim_root()) / "conf" / "data" / f"{local}.yaml").exists()
+        return {"hub_name": self.hub_name, "hub_config": self.hub_config, "cache_dir": self.cache_dir, "option": option,
+                "local_config": local if has_local else None}  # fmt: skip
 
     def load_split(self, role: str) -> datasets.Dataset:
         """The whole ``role`` split ("train" / "validation") in the task's schema, checked, not tokenised."""
         source, split = self.sources[role]
-        return self.load(source, split, f"data.{role}_file" if role == "train" else "data.validation_file")
+        return self.load(source, split, f"data.{role}_file")
 
     def subset(self, raw: datasets.Dataset, limit: int | None) -> datasets.Dataset:
         if limit is None or limit >= len(raw):
@@ -232,33 +234,27 @@ class SkimDataModule(pl.LightningDataModule):
         }
 
     # ---- loaders -----------------------------------------------------------------------------------------
-    def collate_fn(self, pad_to: int | None):
-        return functools.partial(
-            collate, scalars=self.scalar_columns, pad_token_id=self.tokenizer.pad_token_id or 0, pad_to=pad_to
-        )
-
     def _per_device(self, size: int) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
         if size % world:
             raise ConfigError(f"batch size {size} is not divisible by the number of devices ({world})")
         return size // world
 
-    def _loader(
-        self, ds: datasets.Dataset, batch_size: int, shuffle: bool, per_device: bool = True, sampler=None
-    ) -> DataLoader:
-        if sampler is None and not shuffle and per_device:
-            sampler = eval_sampler(self.trainer, ds)
-        return DataLoader(
+    def _loader(self, ds: datasets.Dataset, batch_size: int, loader=DataLoader, **kwargs: Any) -> DataLoader:
+        pad_to = self.max_seq_length if self.padding == "max_length" else None
+        pad_token_id = self.tokenizer.pad_token_id or 0
+        return loader(
             ds.select_columns([*MODEL_COLUMNS, *self.scalar_columns]),
-            batch_size=self._per_device(batch_size) if per_device else batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            # iterator creation draws a seed: keep it off the global RNG (dropout/Gumbel streams stay reproducible)
-            generator=torch.Generator().manual_seed(0),
+            batch_size=batch_size,
             num_workers=self.num_workers,
-            collate_fn=self.collate_fn(self.max_seq_length if self.padding == "max_length" else None),
+            collate_fn=functools.partial(collate, scalars=self.scalar_columns, pad_token_id=pad_token_id, pad_to=pad_to),
             persistent_workers=self.num_workers > 0,
+            **kwargs,
         )
+
+    def _eval_loader(self, batch_size: int, sampler=None) -> DataLoader:
+        # iterator creation draws a seed: keep it off the global RNG (dropout/Gumbel streams stay reproducible)
+        return self._loader(self.eval_dataset, batch_size, sampler=sampler, generator=torch.Generator().manual_seed(0))
 
     def train_lengths(self) -> list[int]:
         """Real tokens per training feature (what a dynamically padded batch is padded to), read from Arrow."""
@@ -268,28 +264,28 @@ class SkimDataModule(pl.LightningDataModule):
         lengths = self.train_lengths() if self.group_by_length else None
         if self.trainer is None or self.trainer.world_size == 1:
             # resumable mid-epoch: the shuffling order and the position are restored from checkpoints
-            return resumable_loader(
-                self._loader(self.train_features, self.batch_size, shuffle=False, per_device=False), lengths
-            )
-        if lengths is None:
-            return self._loader(self.train_features, self.batch_size, shuffle=True)
+            return self._loader(self.train_features, self.batch_size, ResumableDataLoader, seed=training_seed(),
+                                lengths=lengths)  # fmt: skip
         world, per_device = self.trainer.world_size, self._per_device(self.batch_size)
-        sampler = DistributedGroupedSampler(
-            self.train_features,
-            lengths,
-            per_device,
-            num_replicas=world,
-            rank=self.trainer.global_rank,
-            seed=training_seed(),
-        )
-        return self._loader(self.train_features, self.batch_size, shuffle=False, sampler=sampler)
+        sampler = None
+        if lengths is not None:
+            sampler = DistributedGroupedSampler(self.train_features, lengths, per_device, num_replicas=world,
+                                                rank=self.trainer.global_rank, seed=training_seed())  # fmt: skip
+        return self._loader(self.train_features, per_device, shuffle=sampler is None, sampler=sampler,
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset, self.eval_batch_size, shuffle=False)
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # every sample exactly once: Lightning's DistributedSampler repeats samples to even out the ranks, which
+            # would count them twice in summed statistics (kept tokens, FLOPs, accuracy); ranks may differ by a batch
+            world, rank = self.trainer.world_size, self.trainer.global_rank
+            sampler = UnrepeatedDistributedSampler(self.eval_dataset, num_replicas=world, rank=rank, shuffle=False)
+        return self._eval_loader(self._per_device(self.eval_batch_size), sampler)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
     def benchmark_loader(self, batch_size: int) -> DataLoader:
         """Evaluation batches of exactly ``batch_size`` (no per-device split), in dataset order."""
-        return self._loader(self.eval_dataset, batch_size, shuffle=False, per_device=False)
+        return self._eval_loader(batch_size)

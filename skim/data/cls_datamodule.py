@@ -17,8 +17,9 @@ from typing import Any
 import datasets
 import torch
 
-from skim.data.base import SkimDataModule, local_config
+from skim.data.base import SkimDataModule
 from skim.data.cls_sources import load_cls
+from skim.data.synthetic import write_synthetic_sentiment
 from skim.errors import ConfigError
 from skim.metrics.classification import build_metrics
 
@@ -79,9 +80,8 @@ class ClassificationDataModule(SkimDataModule):
         self.is_pair = columns.get("text_pair") is not None
         self.num_labels = 1 if self.is_regression else len(self.label_names)
         self.metric_names = list(metrics or (["pearson", "spearman"] if self.is_regression else ["acc"]))
-        build_metrics(
-            self.metric_names, self.num_labels
-        )  # a metric that does not fit the task fails here, not in validation
+        # a metric that does not fit the task fails here, not in validation
+        build_metrics(self.metric_names, self.num_labels)
         allowed = [f"val/{m}" for m in self.metric_names] + ["val/loss"]
         self.monitor = self.monitor or allowed[0]
         if self.monitor not in allowed:
@@ -97,8 +97,7 @@ class ClassificationDataModule(SkimDataModule):
     def load(self, source: str | None, split: str, option: str) -> datasets.Dataset:
         return load_cls(
             source, split=split, columns=self.columns, label_names=self.label_names,
-            label_range=self.label_range, table=self.table, hub_name=self.hub_name, hub_config=self.hub_config,
-            cache_dir=self.cache_dir, option=option, local_config=local_config(self.name),
+            label_range=self.label_range, table=self.table, **self.source_options(option),
         )  # fmt: skip
 
     featurize = staticmethod(featurize)
@@ -110,7 +109,4 @@ class ClassificationDataModule(SkimDataModule):
             "pad_to_max_length": self.padding == "max_length",
         }
 
-    def write_synthetic(self, dir: str, **options: Any) -> None:
-        from skim.data.synthetic import write_synthetic_sentiment
-
-        write_synthetic_sentiment(dir, **options)
+    write_synthetic = staticmethod(write_synthetic_sentiment)

@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 import datasets
 import torch
 
-from skim.data.base import SkimDataModule, local_config
+from skim.data.base import SkimDataModule
 from skim.data.qa_sources import LAYOUTS, load_qa
+from skim.data.synthetic import write_synthetic_squad
 from skim.errors import ConfigError
 
 
@@ -132,8 +133,7 @@ class QADataModule(SkimDataModule):
         return load_qa(
             source, layout=self.layout, split=split, layout_options=self.layout_options,
             # v1.1 scores every question against its gold answers: a question without one is refused here
-            require_answers=not self.version_2_with_negative,
-            hub_name=self.hub_name, hub_config=self.hub_config, cache_dir=self.cache_dir, option=option, local_config=local_config(self.name),
+            require_answers=not self.version_2_with_negative, **self.source_options(option),
         )  # fmt: skip
 
     featurize = staticmethod(featurize)
@@ -153,10 +153,7 @@ class QADataModule(SkimDataModule):
             for r in self.eval_dataset.select_columns(["example_index", "offset_mapping"])
         ]
 
-    def write_synthetic(self, dir: str, **options: Any) -> None:
-        from skim.data.synthetic import write_synthetic_squad
-
-        write_synthetic_squad(dir, **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    write_synthetic = staticmethod(write_synthetic_squad)
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"doc_stride": self.doc_stride}

@@ -111,15 +111,3 @@ def training_seed() -> int:
     """The seed of the training order: the current torch seed (set by ``seed_everything``)."""
     return torch.initial_seed() % (2**31)
 
-
-def resumable_loader(plain: DataLoader, lengths: Sequence[int] | None = None) -> ResumableDataLoader:
-    """The same loader (dataset, batch size, collate, workers), in a resumable (optionally length-grouped) order."""
-    return ResumableDataLoader(
-        plain.dataset,
-        batch_size=plain.batch_size,
-        seed=training_seed(),
-        lengths=lengths,
-        collate_fn=plain.collate_fn,
-        num_workers=plain.num_workers,
-        persistent_workers=plain.persistent_workers,
-    )
