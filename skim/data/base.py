@@ -155,6 +155,9 @@ class SkimDataModule(pl.LightningDataModule):
             if name in POSITIVE_OPTIONS and value is not None and value < 1:
                 raise ConfigError(f"data.{name} must be at least 1, got {value}")
 
+    def featurize_options(self) -> dict[str, Any]:
+        return {"max_seq_length": self.max_seq_length, "pad_to_max_length": self.padding == "max_length"}
+
     def keep_eval_examples(self, examples: datasets.Dataset) -> None:
         self.eval_examples = examples
 

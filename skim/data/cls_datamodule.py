@@ -103,10 +103,6 @@ class ClassificationDataModule(SkimDataModule):
     featurize = staticmethod(featurize)
 
     def featurize_options(self) -> dict[str, Any]:
-        return {
-            "max_seq_length": self.max_seq_length,
-            "pair": self.is_pair,
-            "pad_to_max_length": self.padding == "max_length",
-        }
+        return super().featurize_options() | {"pair": self.is_pair}
 
     write_synthetic = staticmethod(write_synthetic_sentiment)

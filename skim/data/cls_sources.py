@@ -19,7 +19,7 @@ from typing import Any
 
 import datasets
 
-from skim.data.sources import BadRow, load_rows, one_line, quiet, require_columns, take_split
+from skim.data.sources import BadRow, load_rows, one_line, quiet, take_split
 from skim.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,10 @@ def load_cls(
         names = {**columns, **(table.get("columns") or {})} if in_table else dict(columns)
         pair = names.get("text_pair") is not None
         wanted = {names[k]: k for k in CLS_COLUMNS if names.get(k) is not None}
-        require_columns(rows, src.where, list(wanted), f"data.columns {dict(columns)}")
+        missing = [c for c in wanted if c not in rows.column_names]
+        if missing:
+            raise DataError(f"{src.where}: missing column(s) {', '.join(map(repr, missing))} for data.columns "
+                            f"{dict(columns)} (found: {', '.join(c for c in rows.column_names if c != '_row')})")  # fmt: skip
         rows = rows.select_columns([*wanted, "_row"]).rename_columns({k: v for k, v in wanted.items() if k != v})
         label = rows.features["label"]
         if isinstance(label, datasets.ClassLabel) and label_names and label.num_classes != len(label_names):

@@ -139,8 +139,7 @@ class QADataModule(SkimDataModule):
     featurize = staticmethod(featurize)
 
     def featurize_options(self) -> dict[str, Any]:
-        return {"max_seq_length": self.max_seq_length, "doc_stride": self.doc_stride, "max_query_length": self.max_query_length,
-                "pad_to_max_length": self.padding == "max_length"}  # fmt: skip
+        return super().featurize_options() | {"doc_stride": self.doc_stride, "max_query_length": self.max_query_length}
 
     def keep_eval_examples(self, examples: datasets.Dataset) -> None:
         self.eval_examples = [dict(r) for r in examples.select_columns(["id", "context", "answers"])]

@@ -262,31 +262,10 @@ def take_split(parts: dict[str, datasets.Dataset], split: str, where: str) -> da
         )
     except (ValueError, AssertionError) as err:
         raise ConfigError(f"split {split!r}: invalid split specification: {one_line(err)}") from err
-    pieces = [
-        parts[i.splitname]
-        if (i.from_, i.to) == (0, len(parts[i.splitname]))
-        else parts[i.splitname].select(range(i.from_, i.to))
-        for i in instructions
-    ]
+    pieces = [parts[i.splitname].select(range(i.from_, i.to)) for i in instructions]  # contiguous: an Arrow slice
     if not sum(map(len, pieces)):
         raise DataError(f"{where}: split {split!r} selects no rows")
     return pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(pieces)
-
-
-def require_columns(rows: datasets.Dataset, where: str, needed: list[str], what: str) -> None:
-    missing = [c for c in needed if c not in rows.column_names]
-    if missing:
-        raise DataError(
-            f"{where}: missing column(s) {', '.join(map(repr, missing))} for {what} "
-            f"(found: {', '.join(c for c in rows.column_names if c != '_row')})"
-        )
-
-
-def check_rows(rows: datasets.Dataset, check, **fn_kwargs: Any) -> None:
-    """Run ``check(batch, **fn_kwargs)`` over every row as a batched ``map`` that returns nothing (so ``datasets``
-    writes nothing); the first bad row raises its :class:`BadRow`."""
-    with quiet():
-        rows.map(check, batched=True, batch_size=10_000, fn_kwargs=fn_kwargs, load_from_cache_file=False)
 
 
 @contextlib.contextmanager
