@@ -232,7 +232,8 @@ class SkimEncoder(nn.Module):
         self.strategy = strategy
         self.adapter = adapter_for(backbone)
         self.num_layers = self.adapter.num_layers
-        self._captured: dict[int, torch.Tensor] = {}
+        # what the hook captured in the layer that runs now (taken by ``_take_capture``)
+        self._captured: Any = None
         # the layer whose attention probabilities the hook stores (None: none wanted now)
         self._capture_layer: int | None = None
         #: also return which tokens enter each layer, in original coordinates (``EncoderOutput.alive_per_layer``)
@@ -260,7 +261,11 @@ class SkimEncoder(nn.Module):
                 f"implementation {self.attn_implementation!r} does not return them; use "
                 "model.attn_implementation=eager"
             )
-        self._captured[i] = weights
+        self._captured = weights
+
+    def _take_capture(self) -> Any:
+        captured, self._captured = self._captured, None
+        return captured
 
     @property
     def attn_implementation(self) -> str:
@@ -299,8 +304,11 @@ class SkimEncoder(nn.Module):
     def apply_keep(self, state: SkimState, keep: torch.Tensor) -> None:
         """Intersect the alive set with ``keep`` ([B, n] bool, current coordinates); prune mode packs at once."""
         if state.mode == "prune":
+            leaving = state.alive & ~keep
+            if not bool(leaving.any()):  # a decision that drops nothing leaves the packed state as it is
+                return
             # the tokens leaving now keep their current state as their output: written once, here
-            self._write_forward(state, state.alive & ~keep)
+            self._write_forward(state, leaving)
         state.alive = state.alive & keep
         if state.mode == "prune":
             self._pack(state)
@@ -380,7 +388,7 @@ class SkimEncoder(nn.Module):
         groups = self._length_groups(state, kwargs)
         if groups is None:
             out = self.adapter.run_layer(i, state.hidden, self._attention_mask(state.alive, state.hidden.dtype), **kwargs)
-            return out, self._captured.pop(i, None)
+            return out, self._take_capture()
         # positions past a group's width hold no live token: what the layer would write there is never read
         out = state.hidden.new_zeros(state.hidden.shape)
         parts = []
@@ -389,13 +397,13 @@ class SkimEncoder(nn.Module):
             out[rows, :width] = self.adapter.run_layer(
                 i, state.hidden[rows, :width], self._attention_mask(alive, state.hidden.dtype), **kwargs
             )
-            parts.append((rows, self._captured.pop(i, None)))
+            parts.append((rows, self._take_capture()))
         capture = parts[0][1]
         if capture is None:
             return out, None
         if not hasattr(type(capture), "stack_rows"):  # a capture that cannot be put together from row groups
             out = self.adapter.run_layer(i, state.hidden, self._attention_mask(state.alive, state.hidden.dtype), **kwargs)
-            return out, self._captured.pop(i, None)
+            return out, self._take_capture()
         # a capture that comes in row groups knows how to put them together (Block-Skim's DiagonalBlocks)
         return out, type(capture).stack_rows(parts, state.alive.shape[0], state.alive.shape[1])
 
