@@ -89,7 +89,7 @@ def test_keep_everything_equals_dense_exactly():
 
 @pytest.mark.parametrize("protect", [True, False])
 @pytest.mark.parametrize("attn", ["eager", "skim_blockskim"])
-def test_skim_everything_keeps_only_protected_tokens(protect, attn, fused_always):
+def test_skim_everything_keeps_only_protected_tokens(protect, attn):
     """Threshold 1 drops every block: later layers (and their predictors, on the fused path too) see no live token."""
     enc = SkimEncoder(tiny_bert(attn), build_strategy({"name": "blockskim", "threshold": 1.0, "protect_special": protect})).eval()
     ids, mask = ragged_batch(4, 100, min_len=60)
@@ -315,12 +315,6 @@ def test_block_statistics_count_every_real_block_once():
     assert all(torch.isfinite(v) for v in diag.values())
 
 
-@pytest.fixture
-def fused_always(monkeypatch):
-    """The fused log-sum-exp path for every input size (small inputs take eager probabilities otherwise)."""
-    monkeypatch.setattr("skim.strategies.blockskim.EAGER_MAX_SCORES", 0)
-
-
 def _fused_and_eager(seed: int = 0):
     """The same Block-Skim encoder with HF eager attention (reference) and with the strategy's fused attention."""
     from skim.strategies.blockskim import ATTN_NAME
@@ -335,7 +329,7 @@ def _fused_and_eager(seed: int = 0):
 
 @pytest.mark.parametrize("mode", ["mask", "prune"])
 @pytest.mark.parametrize("batch_size", [1, 8])
-def test_fused_diagonal_blocks_equal_eager_ones(mode, batch_size, fused_always):
+def test_fused_diagonal_blocks_equal_eager_ones(mode, batch_size):
     ref, fused = _fused_and_eager()
     ids, mask = ragged_batch(batch_size, 150, min_len=40, seed=7)
     with torch.no_grad():
@@ -348,7 +342,7 @@ def test_fused_diagonal_blocks_equal_eager_ones(mode, batch_size, fused_always):
         torch.testing.assert_close(b.extras["block_logits"][i][0][valid], logits[valid], atol=2e-5, rtol=1e-4)
 
 
-def test_fused_path_returns_the_attention_output_and_only_live_blocks(fused_always):
+def test_fused_path_returns_the_attention_output_and_only_live_blocks():
     from skim.strategies.blockskim import blockskim_attention
 
     torch.manual_seed(0)
@@ -430,7 +424,7 @@ def test_folded_batch_norm_equals_batch_norm_and_follows_weight_changes():
     torch.testing.assert_close(got, check(pred, x))
 
 
-def test_fused_path_in_bf16_matches_eager(fused_always):
+def test_fused_path_in_bf16_matches_eager():
     """A bf16 model (no autocast) runs the fused path; the blocks are computed in float32 whatever the dtype, so the
     keep decisions and hidden states follow the eager bf16 reference."""
     ref, fused = _fused_and_eager()
@@ -460,34 +454,6 @@ def test_lse_blocks_under_bf16_autocast_stay_float32():
         got = live_diagonal_blocks(q, k, lse, alive, 0.25, 32).values
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-
-
-def test_small_inputs_take_eager_probabilities_with_the_same_result(monkeypatch):
-    """At inference a small input (batch x n x n <= EAGER_MAX_SCORES) computes eager probabilities instead of the
-    fused kernel's log-sum-exp; both give the same live blocks, decisions and outputs."""
-    import skim.strategies.blockskim as bsk
-
-    _, fused = _fused_and_eager()
-    ids, mask = ragged_batch(1, 150, min_len=40, seed=7)
-    calls = {"lse": 0}
-    real = bsk._fused_attention_with_lse
-
-    def counting(*args):
-        calls["lse"] += 1
-        return real(*args)
-
-    monkeypatch.setattr(bsk, "_fused_attention_with_lse", counting)
-    with torch.no_grad():
-        monkeypatch.setattr(bsk, "EAGER_MAX_SCORES", 150 * 150)
-        small = fused(ids, mask, mode="prune")
-        assert calls["lse"] == 0
-        monkeypatch.setattr(bsk, "EAGER_MAX_SCORES", 0)
-        large = fused(ids, mask, mode="prune")
-        assert calls["lse"] == len(fused.strategy.skim_layers)
-    assert torch.equal(small.final_keep, large.final_keep)
-    torch.testing.assert_close(small.last_hidden_state, large.last_hidden_state, atol=2e-5, rtol=1e-4)
-    for i, (logits, _, valid) in large.extras["block_logits"].items():
-        torch.testing.assert_close(small.extras["block_logits"][i][0][valid], logits[valid], atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("n", [8, 10])
