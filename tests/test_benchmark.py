@@ -59,7 +59,7 @@ def test_benchmark_times_blockskim_with_both_attention_paths(tmp_run_root):
     cfg = compose_cfg(
         [*TINY, "data=squad_local", "data.max_eval_samples=48", "skim=blockskim", "skim.skim_layers=[1]",
          "calibrate_keep_ratio=0.333", "skim_attention=[auto,eager]", "batch_sizes=[8]", "dtypes=[fp32]",
-         "dense_attention=[sdpa]", "num_batches=2", "warmup=0", "progress_bar=false"],
+         "dense_attention=[sdpa]", "num_batches=2", "warmup=0", "repeats=2", "progress_bar=false"],
         config_name="benchmark",
         output_dir=out,
     )
@@ -80,6 +80,8 @@ def test_benchmark_times_blockskim_with_both_attention_paths(tmp_run_root):
     md = (out / "benchmark.md").read_text()
     assert "| 8 | fp32 | skim_blockskim | sdpa |" in md and "| 8 | fp32 | eager | sdpa |" in md
     assert "threshold calibrated" in md
+    # repeats=2: every batch timed twice per model, the models taking turns, the fastest call kept
+    assert report["repeats"] == 2 and "each batch timed 2 times per model" in md
 
 
 def test_report_table_and_pareto_plot(tmp_path):

@@ -226,6 +226,7 @@ def test_best_checkpoint_survives_a_resume_into_a_new_directory(tmp_path):
     ("batch_sizes=[0]", "batch_sizes: 0 is not an integer >= 1"),
     ("batch_sizes=4", "batch_sizes must be a non-empty list"),
     ("num_batches=-1", "num_batches: -1 is not an integer >= 1"),
+    ("repeats=0", "repeats: 0 is not an integer >= 1"),
     ("dtypes=[fp64]", "dtypes: unknown 'fp64'"),
     ("dense_attention=[flash]", "dense_attention: unknown 'flash'"),
     ("skim_attention=[flash]", "skim_attention: unknown 'flash'"),
