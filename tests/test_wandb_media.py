@@ -26,6 +26,7 @@ RUN = [
 
 def _train(overrides: list[str], out: Path) -> Path:
     import wandb
+
     from skim.train import train
     from skim.utils.run import task_wrapper
 
