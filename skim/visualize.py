@@ -154,13 +154,12 @@ def _to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
 
 def _qa_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
     from skim.data.base import collate
-    from skim.data.qa_datamodule import QADataModule, _truncate_questions, featurize
+    from skim.data.qa_datamodule import QADataModule, _truncate_questions
     from skim.metrics.qa_postprocess import postprocess_qa_predictions
 
     tok = dm.tokenizer
     one = {k: [rec[k]] for k in ("question", "context", "answers")}
-    opts = {"max_seq_length": dm.max_seq_length, "doc_stride": dm.doc_stride, "max_query_length": dm.max_query_length}
-    feats = featurize(one, [0], tokenizer=tok, pad_to_max_length=False, **opts)
+    feats = dm.featurize(one, [0], tokenizer=tok, **(dm.featurize_options() | {"pad_to_max_length": False}))
     # the same tokenizer call as the featuriser, for the offsets of every token (the features keep only the context's)
     question = _truncate_questions(tok, [rec["question"].lstrip()], dm.max_query_length)[0]
     enc = tok(question, rec["context"], truncation="only_second", max_length=dm.max_seq_length, stride=dm.doc_stride,
@@ -198,12 +197,11 @@ def _qa_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
 
 def _cls_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
     from skim.data.base import collate
-    from skim.data.cls_datamodule import featurize
 
     tok = dm.tokenizer
     pair = dm.is_pair
     one = {"text": [rec["text"]], "text_pair": [rec.get("text_pair")], "label": [rec["label"]]}
-    feats = featurize(one, [index], tokenizer=tok, max_seq_length=dm.max_seq_length, pair=pair, pad_to_max_length=False)
+    feats = dm.featurize(one, [index], tokenizer=tok, **(dm.featurize_options() | {"pad_to_max_length": False}))
     enc = tok(rec["text"], rec.get("text_pair") if pair else None, truncation="longest_first", max_length=dm.max_seq_length,
               return_offsets_mapping=True)
     assert enc["input_ids"] == feats["input_ids"][0], "visualisation tokens differ from the featuriser's"

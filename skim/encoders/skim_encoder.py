@@ -446,8 +446,6 @@ class SkimEncoder(nn.Module):
     def _write_forward(state: SkimState, rows: torch.Tensor) -> None:
         """Prune mode: store the current state of the tokens in ``rows`` ([B, n] bool, current coordinates) as their
         output in the full-length ``state.forwarded``."""
-        if not bool(rows.any()):
-            return
         # rows of ``pos`` are distinct (a prefix of a permutation), so the scatter has no collisions
         idx = state.pos[..., None].expand_as(state.hidden)
         src = torch.where(rows[..., None], state.hidden, state.forwarded.gather(1, idx))

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from skim.errors import ConfigError
+from skim.tasks.backbone import length_groups_option
 
 # what Lightning writes for a full (resumable) checkpoint; a weights-only one has state_dict only
 RESUME_KEYS = ("optimizer_states", "loops")
@@ -63,8 +64,6 @@ def load_task_module(cfg: DictConfig, **kwargs: Any):
     except Exception as err:
         raise ConfigError(f"ckpt_path {cfg.ckpt_path}: cannot load this checkpoint into {cls.__name__} ({_first_line(err)})") from err
     module.use_attn_implementation(cfg.model.get("attn_implementation", "auto"))
-    from skim.tasks.backbone import length_groups_option
-
     module.encoder.length_groups = length_groups_option(cfg.model)  # how to run, not what was learnt
     return module
 
