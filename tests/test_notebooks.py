@@ -55,16 +55,18 @@ def test_quickstart_then_what_was_skimmed_execute(tmp_run_root):
     ckpt = tmp_run_root / "logs" / "notebooks" / "01_quickstart" / "blockskim" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file() and str(ckpt) in _text(nb)
     assert "FLOPs speed-up" in _text(nb) and "image/png" in str(nb.cells)
-    assert seconds < 90, seconds
+    # bounds catch a notebook that trains or reads far more than it says (minutes, not hours), with room for a CI
+    # machine ~2x slower than usual: a tight bound failed CI once on a slow day (test_data_validation)
+    assert seconds < 240, seconds
     nb, seconds = _execute("02_what_was_skimmed")
     text = _text(nb)
     assert str(ckpt) in text and "Super Bowl" in text  # the first SQuAD dev examples, read from ../shared/data
     assert "text/html" in str(nb.cells) and "image/png" in str(nb.cells)
-    assert seconds < 60, seconds
+    assert seconds < 180, seconds
 
 
 def test_results_executes(tmp_run_root):
     nb, seconds = _execute("03_results")
     text = _text(nb)
     assert "blockskim" in text and "transkimmer" in text and "image/png" in str(nb.cells)
-    assert seconds < 60, seconds
+    assert seconds < 180, seconds
