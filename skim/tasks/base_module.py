@@ -49,9 +49,18 @@ class SkimTaskModule(pl.LightningModule):
         model: dict,
         skim: dict | None = None,
         optim: dict | None = None,
+        evaluation: dict | None = None,
+        output_dir: str | None = None,
         add_pooling_layer: bool = False,
     ):
+        """``model``: the backbone config (conf/model); ``skim``: the strategy's (conf/skim); ``optim``: lr, weight
+        decay, warm-up, scheduler; ``evaluation``: the task's evaluation settings (conf/train.yaml); ``output_dir``:
+        where evaluation writes its files (default: the trainer's root directory)."""
         super().__init__()
+        # the arguments of every __init__ up to the task module's own (Lightning collects them along the inheritance
+        # chain), which load_from_checkpoint passes back; skim.train logs the whole config once (choices, overrides)
+        self.save_hyperparameters(logger=False, ignore=["add_pooling_layer"])
+        self.output_dir = output_dir
         model, skim, optim = _plain(model), _plain(skim) or {"name": "none"}, _plain(optim) or {}
         self.optim_cfg = {"lr": 3e-5, "weight_decay": 0.0, "adam_eps": 1e-8, "warmup_ratio": 0.0, "scheduler": "linear", **optim}
         strategy = build_strategy(skim)

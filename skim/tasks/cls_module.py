@@ -11,6 +11,8 @@ torchmetrics.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,18 +26,14 @@ class ClassificationModule(SkimTaskModule):
 
     def __init__(
         self,
-        model: dict,
-        skim: dict | None = None,
-        optim: dict | None = None,
-        evaluation: dict | None = None,
-        output_dir: str | None = None,
+        *,
         num_labels: int | None = None,
         is_regression: bool | None = None,
         metric_names: list[str] | None = None,
+        **options: Any,
     ):
-        super().__init__(model=model, skim=skim, optim=optim, add_pooling_layer=True)
-        self.save_hyperparameters(logger=False)  # skim.train logs the whole config once (with choices, overrides)
-        self.output_dir = output_dir
+        """The head's shape (from the data module: skim.train passes it); ``options``: see :class:`SkimTaskModule`."""
+        super().__init__(add_pooling_layer=True, **options)
         self.num_labels = num_labels
         self.is_regression = is_regression
         self.metric_names = metric_names

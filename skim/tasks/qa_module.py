@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,16 +25,10 @@ from skim.tasks.base_module import SkimTaskModule
 class QAModule(SkimTaskModule):
     task = "qa"
 
-    def __init__(
-        self,
-        model: dict,
-        skim: dict | None = None,
-        optim: dict | None = None,
-        evaluation: dict | None = None,
-        output_dir: str | None = None,
-    ):
-        super().__init__(model=model, skim=skim, optim=optim, add_pooling_layer=False)
-        self.save_hyperparameters(logger=False)  # skim.train logs the whole config once (with choices, overrides)
+    def __init__(self, *, evaluation: dict | None = None, **options: Any):
+        """``evaluation``: SQuAD post-processing (n_best_size, max_answer_length, ...); ``options``: see
+        :class:`SkimTaskModule`."""
+        super().__init__(evaluation=evaluation, add_pooling_layer=False, **options)
         self.eval_cfg = {
             "n_best_size": 20,
             "max_answer_length": 30,
@@ -41,7 +36,6 @@ class QAModule(SkimTaskModule):
             "write_predictions": True,
             **(dict(evaluation) if evaluation else {}),
         }
-        self.output_dir = output_dir
         self.qa_outputs = nn.Linear(self.encoder.hidden_size, 2)
         nn.init.normal_(self.qa_outputs.weight, std=0.02)
         nn.init.zeros_(self.qa_outputs.bias)
