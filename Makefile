@@ -26,14 +26,13 @@ demo: install ## offline quickstart: dense vs Block-Skim on synthetic QA with a 
 demo-cls: install ## offline quickstart, classification: dense vs Transkimmer on synthetic sentiment (CPU, minutes)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline $(PY) -m skim.quickstart cls
 
-# pytest-xdist workers: one per core this process may use (nproc), at most 4 (each loads its own models and data); a
-# test file's tests on one worker (module fixtures train once); one thread each, also in the commands the tests start,
-# so the workers do not fight over the cores
-TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
+# pytest-xdist workers: one per core (auto), at most 4 (each loads its own models and data); a test file's tests on one
+# worker (module fixtures train once). tests/conftest.py shares the cores' threads out among the workers
+TEST_WORKERS ?= auto
 
 test: install ## the default test suite (no slow or GPU tests), in parallel
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow and not gpu" -q \
-		-n $(TEST_WORKERS) --dist loadfile
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m "not slow and not gpu" -q \
+		-n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 test-full: install ## every test, slow ones included
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q

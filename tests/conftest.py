@@ -16,9 +16,12 @@ SHARED_DATA = Path(os.environ.get("SKIM_SHARED_DATA", ROOT.parent / "shared" / "
 SQUAD_DEV = SHARED_DATA / "squad_v1.1" / "dev-v1.1.json.gz"
 
 register_configs()
-# the machine's cores shared by the pytest-xdist workers (one each on 2 cores): more threads than cores make OpenMP's
-# spinning threads wait on each other
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+# the machine's cores shared by the pytest-xdist workers (one thread each on 2 cores), also in the commands the tests
+# start (run_cli): more threads than cores make OpenMP's spinning threads wait on each other
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
 
 
 def require_shared(path: Path = SHARED_DATA) -> Path:
