@@ -194,6 +194,11 @@ class SkimTaskModule(pl.LightningModule):
             "padded_len": int(out.final_keep.shape[1]),
         }
 
+    @property
+    def files_dir(self) -> str:
+        """Where evaluation writes its files: ``output_dir``, else the trainer's root directory."""
+        return self.output_dir or self.trainer.default_root_dir
+
     def compute_skim_stats(self) -> dict[str, float]:
         """Strategy-specific validation statistics (e.g. Block-Skim's block precision/recall), summed over ranks."""
         res: dict[str, float] = {}
@@ -202,8 +207,7 @@ class SkimTaskModule(pl.LightningModule):
             res.update(self.strategy.format_eval_stats(totals))
             report = self.strategy.eval_report(totals)
             if report and not self.trainer.sanity_checking and self.trainer.is_global_zero:
-                out_dir = getattr(self, "output_dir", None) or self.trainer.default_root_dir
-                write_json(os.path.join(out_dir, "skim_stats.json"), report)
+                write_json(os.path.join(self.files_dir, "skim_stats.json"), report)
         self.strategy_stats.reset()
         return res
 

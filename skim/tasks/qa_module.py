@@ -161,7 +161,7 @@ class QAModule(SkimTaskModule):
             self._write_predictions(preds, null_odds if v2 else None, dm)
 
     def _write_predictions(self, preds: dict, null_odds: dict | None, dm) -> None:
-        out_dir = self.output_dir or self.trainer.default_root_dir
+        out_dir = self.files_dir
         os.makedirs(out_dir, exist_ok=True)
         tmp = os.path.join(out_dir, "predictions.json.tmp")
         with open(tmp, "w") as f:
