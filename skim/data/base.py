@@ -32,15 +32,8 @@ from skim.utils.resolvers import skim_root
 PADDING_POLICIES = ("dynamic", "max_length")
 # sizes that must be at least 1 (a zero batch or sample count fails later, far from the option)
 POSITIVE_OPTIONS = ("max_seq_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples")
-_TYPE_NAMES = {
-    int: "an integer",
-    bool: "true or false",
-    str: "a string",
-    dict: "a mapping",
-    list: "a list",
-    float: "a number",
-    type(None): "null",
-}
+_TYPE_NAMES = {int: "an integer", bool: "true or false", str: "a string", dict: "a mapping", list: "a list",
+               float: "a number", type(None): "null"}  # fmt: skip
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "protect_mask")
 
 

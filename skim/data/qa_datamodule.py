@@ -68,12 +68,7 @@ def featurize(
         if len(answers["answer_start"]) > 0:
             start_char = answers["answer_start"][0]
             end_char = start_char + len(answers["text"][0])
-            ts = 0
-            while seq_ids[ts] != 1:
-                ts += 1
-            te = len(ids) - 1
-            while seq_ids[te] != 1:
-                te -= 1
+            ts, te = seq_ids.index(1), len(seq_ids) - 1 - seq_ids[::-1].index(1)  # the context's first and last token
             if offsets[ts][0] <= start_char and offsets[te][1] >= end_char:
                 while ts < len(offsets) and seq_ids[ts] == 1 and offsets[ts][0] <= start_char:
                     ts += 1
