@@ -303,6 +303,7 @@ BAD_FILES = [
     ("rte", "maybe.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tmaybe\n",
      ["maybe.tsv: row 1 (line 3): unknown label 'maybe'", "'entailment'", "'not_entailment'"]),
     ("sst2", "seven.tsv", "sentence\tlabel\ngood film\t1\nodd film\t7\n", ["seven.tsv: row 1 (line 3): unknown label '7'", "'0', '1'"]),
+    ("sst2", "superscript.tsv", "sentence\tlabel\ngood film\t1\nodd film\t\u00b2\n", ["superscript.tsv: row 1 (line 3): unknown label '\u00b2'"]),
     ("sst2", "empty.tsv", "", ["cannot be read as .tsv data"]),
     ("sst2", "header_only.tsv", "sentence\tlabel\n", ["no rows"]),
     ("stsb", "score.tsv", "sentence1\tsentence2\tscore\na\tb\t4.2\nc\td\tfive\n", ["score.tsv: row 1 (line 3): score 'five' is not a number"]),

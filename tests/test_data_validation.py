@@ -254,6 +254,36 @@ def test_every_data_config_passes_the_type_check(name, tmp_path, monkeypatch):
         GlobalHydra.instance().clear()
 
 
+def test_qa_max_query_length_must_be_positive():
+    # 0 used to mean "no limit" silently (the last offset), a negative value cut questions at odd places
+    with pytest.raises(ConfigError, match=r"^data\.max_query_length must be at least 1, got 0$"):
+        QADataModule(tokenizer="unused", name="squad", max_query_length=0)
+
+
+BAD_SYNTHETIC = [
+    # n_facts [0, 0] and [9, 9] looped forever; [2, 1] was a bare ValueError from random
+    ("n_facts=[0,0]", "n_facts must be [min, max] with 1 <= min <= max <= 8, got [0, 0]"),
+    ("n_facts=[9,9]", "n_facts must be [min, max] with 1 <= min <= max <= 8, got [9, 9]"),
+    ("n_facts=[2,1]", "n_facts must be [min, max] with 1 <= min <= max <= 8, got [2, 1]"),
+    ("val_size=0", "train_size and val_size must be at least 1, got 3000 and 0"),
+    ("+data.synthetic.colour=red", "write_synthetic_squad() got an unexpected keyword argument 'colour'"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_SYNTHETIC, ids=[b[0] for b in BAD_SYNTHETIC])
+def test_bad_synthetic_options_are_one_config_error_before_anything_is_written(override, message, tmp_path):
+    override = override if override.startswith("+") else f"data.synthetic.{override}"
+    GlobalHydra.instance().clear()
+    try:
+        cfg = compose_cfg(["model=tiny", "data=synthetic", f"paths.data_dir={tmp_path}", override], output_dir=tmp_path)
+    finally:
+        GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError) as err:
+        instantiate(cfg.data).prepare_data()
+    assert str(err.value) == f"data.synthetic: {message}"
+    assert not (tmp_path / "synthetic").exists()
+
+
 def test_cli_wrong_option_type_is_one_line_before_any_data(tmp_path):
     res = run_cli(["-m", "skim.train", "model=tiny", "data=squad_local", "data.batch_size=abc"], cwd=tmp_path,
                   env_extra={"SKIM_ROOT": str(tmp_path), "SKIM_CACHE_DIR": str(tmp_path / "cache")})  # fmt: skip

@@ -31,7 +31,8 @@ from skim.utils.resolvers import skim_root
 
 PADDING_POLICIES = ("dynamic", "max_length")
 # sizes that must be at least 1 (a zero batch or sample count fails later, far from the option)
-POSITIVE_OPTIONS = ("max_seq_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples")
+POSITIVE_OPTIONS = ("max_seq_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples",
+                    "max_query_length")  # fmt: skip
 _TYPE_NAMES = {int: "an integer", bool: "true or false", str: "a string", dict: "a mapping", list: "a list",
                float: "a number", type(None): "null"}  # fmt: skip
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "protect_mask")
@@ -169,7 +170,10 @@ class SkimDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         if self.synthetic:  # skim's generated data sets (offline quickstart)
             options = dict(self.synthetic)
-            self.write_synthetic(options.pop("dir"), **options)
+            try:
+                self.write_synthetic(options.pop("dir"), **options)
+            except (TypeError, ValueError) as err:  # an option the generator does not take, or a value out of range
+                raise ConfigError(f"data.synthetic: {err}") from err
 
     def source_options(self, option: str) -> dict[str, Any]:
         """How ``load`` reads: the Hub dataset, the cache, and what offline users can switch to (``option``, and

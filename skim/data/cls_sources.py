@@ -47,7 +47,7 @@ def _label_id(value: Any, label_names: list[str], label_values: dict[str, int] |
     key = str(value).strip()
     if label_values is not None:
         return label_values.get(key)
-    if key.isdigit() and int(key) < len(label_names):
+    if key.isdecimal() and int(key) < len(label_names):
         return int(key)
     return label_names.index(key) if key in label_names else None
 

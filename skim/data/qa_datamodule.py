@@ -24,10 +24,8 @@ from skim.errors import ConfigError
 
 def _truncate_questions(tokenizer, questions: list[str], max_query_length: int) -> list[str]:
     enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-    out = []
-    for q, offs in zip(questions, enc["offset_mapping"]):
-        out.append(q[: offs[max_query_length - 1][1]] if len(offs) > max_query_length else q)
-    return out
+    return [q[: offs[max_query_length - 1][1]] if len(offs) > max_query_length else q
+            for q, offs in zip(questions, enc["offset_mapping"])]  # fmt: skip
 
 
 def featurize(

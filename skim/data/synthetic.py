@@ -131,6 +131,8 @@ def make_synthetic_squad(
         raise ValueError(f"num_examples must be >= 1, got {num_examples}")
     if not 0.0 <= short_fraction <= 1.0:
         raise ValueError(f"short_fraction must be in [0, 1], got {short_fraction}")
+    if len(n_facts) != 2 or not 1 <= n_facts[0] <= n_facts[1] <= len(ATTRIBUTES):  # a fact per attribute at most
+        raise ValueError(f"n_facts must be [min, max] with 1 <= min <= max <= {len(ATTRIBUTES)}, got {list(n_facts)}")
     rng, paragraphs, n = random.Random(seed), [], 0
     while n < num_examples:
         # always drawn, so that the rng stream (hence the data) does not depend on whether it is used
@@ -141,11 +143,9 @@ def make_synthetic_squad(
         rng.shuffle(asked)
         if exclude_contexts and context in exclude_contexts:
             continue
-        qas = []
-        for attr, key, value, start in (facts[i] for i in asked[: min(n_q, num_examples - n)]):
-            qas.append({"id": f"syn-{seed}-{n}", "question": f"what is the {attr} of {key} ?",
-                        "answers": [{"text": value, "answer_start": start}]})  # fmt: skip
-            n += 1
+        qas = [{"id": f"syn-{seed}-{n + j}", "question": f"what is the {a} of {k} ?", "answers": [{"text": v, "answer_start": s}]}
+               for j, (a, k, v, s) in enumerate(facts[i] for i in asked[: min(n_q, num_examples - n)])]  # fmt: skip
+        n += len(qas)
         paragraphs.append({"context": context, "qas": qas})
     return {"version": SYNTHETIC_VERSION, "data": [{"title": title, "paragraphs": paragraphs}]}
 
@@ -153,6 +153,11 @@ def make_synthetic_squad(
 def synthetic_json_bytes(obj: dict[str, Any]) -> bytes:
     """Canonical serialisation (fixed separators, insertion key order) => byte-identical files."""
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _check_sizes(train_size: int, val_size: int) -> None:
+    if min(train_size, val_size) < 1:
+        raise ValueError(f"train_size and val_size must be at least 1, got {train_size} and {val_size}")
 
 
 def _write(out_dir: str | os.PathLike[str], files: dict[str, tuple[str, bytes]]) -> dict[str, Path]:
@@ -184,6 +189,8 @@ def write_synthetic_squad(
 
     ``train_short_fraction`` of the training contexts are short warm-up contexts; dev contexts are all long and none is
     a training context (another seed, and excluded), so skimming is evaluated where it matters."""
+    _check_sizes(train_size, val_size)
+    n_facts = tuple(n_facts)
     train = make_synthetic_squad(train_size, seed=seed, title="synthetic-train", short_fraction=train_short_fraction,
                                  n_facts=n_facts)  # fmt: skip
     held_out = frozenset(p["context"] for p in train["data"][0]["paragraphs"])
@@ -224,6 +231,8 @@ def make_synthetic_sentiment(num_examples: int, *, seed: int, length: tuple[int,
 
 def write_synthetic_sentiment(out_dir: str | os.PathLike[str], *, train_size: int = 2000, val_size: int = 500, seed: int = 4321) -> dict[str, Path]:
     """``train.jsonl`` and ``dev.jsonl`` (different seeds: held-out texts), written like the QA set."""
+    _check_sizes(train_size, val_size)
+
     def jsonl(n: int, s: int) -> bytes:
         return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in make_synthetic_sentiment(n, seed=s)).encode()
 
