@@ -85,6 +85,22 @@ def test_transkimmer_coefficient_comes_from_the_data_config(tmp_path):
         assert cfg.skim.skim_coefficient == value, data
 
 
+def test_best_checkpoint_mode_follows_the_monitored_metric(tmp_path):
+    # a fixed "max" kept the epoch with the highest validation loss as the best weights under data.monitor=val/loss
+    for overrides, mode in ((["data=sst2"], "max"), (["data=sst2", "data.monitor=val/loss"], "min"), (["data=squad"], "max")):
+        GlobalHydra.instance().clear()
+        cfg = compose_cfg(["model=tiny", *overrides], output_dir=tmp_path)
+        assert cfg.callbacks.model_checkpoint.mode == mode, overrides
+
+
+def test_synthetic_files_follow_the_synthetic_dir(tmp_path):
+    # data.synthetic.dir alone used to write the new set there while training read older files at the default path
+    for data, suffix in (("synthetic", ".json"), ("synthetic_sentiment", ".jsonl")):
+        GlobalHydra.instance().clear()
+        cfg = compose_cfg(["model=tiny", f"data={data}", f"data.synthetic.dir={tmp_path}/x"], output_dir=tmp_path)
+        assert (cfg.data.train_file, cfg.data.validation_file) == (f"{tmp_path}/x/train{suffix}", f"{tmp_path}/x/dev{suffix}")
+
+
 @pytest.mark.parametrize("group,choice", [(g, c) for g, cs in GROUPS.items() for c in cs])
 def test_every_group_option_composes(group, choice, tmp_path):
     cfg = compose_cfg(["model=tiny", f"{group}={choice}"], output_dir=tmp_path)

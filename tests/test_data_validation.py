@@ -230,6 +230,9 @@ BAD_OPTIONS = [
     ("group_by_length", "maybe", "data.group_by_length must be true or false, got 'maybe'"),
     ("eval_batch_size", True, "data.eval_batch_size must be an integer, got True"),
     ("max_eval_samples", 0, "data.max_eval_samples must be at least 1, got 0"),
+    ("num_workers", -1, "data.num_workers must be at least 0, got -1"),
+    ("transkimmer_coefficient", -5.0, "data.transkimmer_coefficient must be at least 0, got -5.0"),
+    ("max_train_sample", 3, "unknown data option(s) 'max_train_sample'"),
 ]
 
 
@@ -254,10 +257,44 @@ def test_every_data_config_passes_the_type_check(name, tmp_path, monkeypatch):
         GlobalHydra.instance().clear()
 
 
-def test_qa_max_query_length_must_be_positive():
-    # 0 used to mean "no limit" silently (the last offset), a negative value cut questions at odd places
-    with pytest.raises(ConfigError, match=r"^data\.max_query_length must be at least 1, got 0$"):
-        QADataModule(tokenizer="unused", name="squad", max_query_length=0)
+BAD_QA_OPTIONS = [
+    # max_query_length 0 used to mean "no limit" silently (the last offset); a negative stride was an OverflowError
+    ({"max_query_length": 0}, "data.max_query_length must be at least 1, got 0"),
+    ({"doc_stride": -1}, "data.doc_stride must be at least 0, got -1"),
+]
+BAD_CLS_OPTIONS = [
+    # each was a KeyError, IndexError, ValueError or AttributeError, or (label id -1) a crash in the loss
+    ({"columns": {"text": None, "label": "label"}}, "data.columns must name distinct 'text' and 'label' columns"),
+    ({"columns": {"text": "sentence", "label": "sentence"}}, "data.columns must name distinct 'text' and 'label' columns"),
+    ({"label_names": ["negative"]}, "data.label_names needs at least 2 classes (none: a regression task), got ['negative']"),
+    ({"label_names": [], "label_range": [0.0]}, "data.label_range must be [min, max] with min <= max, got [0.0]"),
+    ({"label_names": [], "label_range": [5, 0]}, "data.label_range must be [min, max] with min <= max, got [5, 0]"),
+    ({"table": {"label_values": {"0": "neg", "1": "pos"}}}, "data.table.label_values must map the files' labels to class ids 0..1"),
+    ({"table": {"label_values": [0, 1]}}, "data.table.label_values must map the files' labels to class ids 0..1"),
+    ({"table": {"label_values": {"0": -1, "1": 1}}}, "data.table.label_values must map the files' labels to class ids 0..1"),
+]
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_QA_OPTIONS + BAD_CLS_OPTIONS)
+def test_bad_task_options_are_one_config_error(options, message):
+    if (options, message) in BAD_QA_OPTIONS:
+        module, task = QADataModule, {}
+    else:
+        module, task = ClassificationDataModule, {"columns": {"text": "sentence", "label": "label"}, "label_names": ["negative", "positive"]}
+    with pytest.raises(ConfigError) as err:
+        module(tokenizer="unused", name="sst2", **(task | options))
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_doc_stride_beyond_the_room_of_a_window_is_one_config_error(minilm_path, squad_dev, tmp_path):
+    # the tokenizer used to stop the run with a Rust panic (a BaseException, ~70 KB of backtrace) at the first context
+    # that overflowed a window, so a small subset could pass and the full run die
+    dm = QADataModule(tokenizer=minilm_path, name="squad", train_file=str(squad_dev), validation_file=str(squad_dev),
+                      max_seq_length=128, doc_stride=120, max_train_samples=8, max_eval_samples=8, cache_dir=str(tmp_path))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^data\.doc_stride=120 must be smaller than the context tokens of a window: "
+                       r"(\d+) = data\.max_seq_length=128 - a question of \d+ tokens \(data\.max_query_length=64\) - 3 special"):  # fmt: skip
+        dm.setup("fit")
+    assert not list(tmp_path.glob("**/tmp*"))
 
 
 BAD_SYNTHETIC = [
@@ -267,6 +304,8 @@ BAD_SYNTHETIC = [
     ("n_facts=[2,1]", "n_facts must be [min, max] with 1 <= min <= max <= 8, got [2, 1]"),
     ("val_size=0", "train_size and val_size must be at least 1, got 3000 and 0"),
     ("+data.synthetic.colour=red", "write_synthetic_squad() got an unexpected keyword argument 'colour'"),
+    ("train_size=true", "data.synthetic.train_size must be an integer, got True"),  # was one example, silently
+    ("n_facts=[1.5,2]", "n_facts must be [min, max] with 1 <= min <= max <= 8, got [1.5, 2]"),
 ]
 
 
@@ -280,8 +319,19 @@ def test_bad_synthetic_options_are_one_config_error_before_anything_is_written(o
         GlobalHydra.instance().clear()
     with pytest.raises(ConfigError) as err:
         instantiate(cfg.data).prepare_data()
-    assert str(err.value) == f"data.synthetic: {message}"
+    assert str(err.value) in (f"data.synthetic: {message}", message + " (bool)")
     assert not (tmp_path / "synthetic").exists()
+
+
+def test_synthetic_dir_that_cannot_be_made_is_one_config_error(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    GlobalHydra.instance().clear()
+    try:
+        cfg = compose_cfg(["model=tiny", "data=synthetic", f"data.synthetic.dir={tmp_path}/a_file"], output_dir=tmp_path)
+    finally:
+        GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError, match=rf"^data\.synthetic\.dir={tmp_path}/a_file: \[Errno 17\] File exists"):
+        instantiate(cfg.data).prepare_data()
 
 
 def test_cli_wrong_option_type_is_one_line_before_any_data(tmp_path):

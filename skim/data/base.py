@@ -26,19 +26,22 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from skim.data.resumable import DistributedGroupedSampler, ResumableDataLoader, training_seed
+from skim.data.sources import one_line
 from skim.errors import ConfigError
 from skim.utils.resolvers import skim_root
 
 PADDING_POLICIES = ("dynamic", "max_length")
 # sizes that must be at least 1 (a zero batch or sample count fails later, far from the option)
-POSITIVE_OPTIONS = ("max_seq_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples",
-                    "max_query_length")  # fmt: skip
+# the smallest value of each numeric option (a zero batch or sample count, a negative stride, would fail later, far
+# from the option, or mean something else)
+MINIMUM = dict.fromkeys(("max_seq_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples",
+                         "max_query_length"), 1) | dict.fromkeys(("num_workers", "doc_stride", "transkimmer_coefficient"), 0)  # fmt: skip
 _TYPE_NAMES = {int: "an integer", bool: "true or false", str: "a string", dict: "a mapping", list: "a list",
                float: "a number", type(None): "null"}  # fmt: skip
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "protect_mask")
 
 
-def _is_instance(value: Any, t: type) -> bool:
+def is_instance(value: Any, t: type) -> bool:
     # bool is an int subclass: data.batch_size=true is not a size; an int is a fine float
     t = typing.get_origin(t) or t
     return (isinstance(value, t) or (t is float and isinstance(value, int))) and not (
@@ -108,8 +111,11 @@ class SkimDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         synthetic: dict | None = None,
         transkimmer_coefficient: float = 0.5,
+        **unknown: Any,
     ):
         super().__init__()
+        if unknown:  # a typo in a data YAML or on the command line (+data.max_train_sample=...)
+            raise ConfigError(f"unknown data option(s) {', '.join(map(repr, unknown))} for {type(self).__name__}")
         self.check_types(locals(), SkimDataModule)
         if task != self.task:
             raise ConfigError(f"{type(self).__name__} serves data.task={self.task}, got data.task={task!r}")
@@ -132,22 +138,24 @@ class SkimDataModule(pl.LightningDataModule):
         self.eval_split_examples: int | None = None
         self.cache_hits: dict[str, bool] = {}
 
-    def check_types(self, options: dict[str, Any], cls: type) -> None:
-        """Check each constructor argument of ``cls`` against its annotation, before any data is read.
+    @staticmethod
+    def check_types(options: dict[str, Any], cls: Any, prefix: str = "data") -> None:
+        """Check each argument of ``cls`` (a class's constructor or a function) against its annotation and
+        :data:`MINIMUM`, before any data is read.
 
         Hydra hands command-line values over as parsed (``data.batch_size=abc`` is the string ``'abc'``), so a wrong
         type would otherwise fail far from the option, in a data loader or a format string.
         """
-        for name, hint in typing.get_type_hints(cls.__init__).items():
+        for name, hint in typing.get_type_hints(getattr(cls, "__init__", cls) if isinstance(cls, type) else cls).items():
             if name not in options or hint is Any:
                 continue
             value = options[name]
             allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-            if not any(_is_instance(value, t) for t in allowed):
+            if not any(is_instance(value, t) for t in allowed):
                 expected = " or ".join(_TYPE_NAMES.get(typing.get_origin(t) or t, str(t)) for t in allowed)
-                raise ConfigError(f"data.{name} must be {expected}, got {value!r} ({type(value).__name__})")
-            if name in POSITIVE_OPTIONS and value is not None and value < 1:
-                raise ConfigError(f"data.{name} must be at least 1, got {value}")
+                raise ConfigError(f"{prefix}.{name} must be {expected}, got {value!r} ({type(value).__name__})")
+            if name in MINIMUM and value is not None and value < MINIMUM[name]:
+                raise ConfigError(f"{prefix}.{name} must be at least {MINIMUM[name]}, got {value}")
 
     def featurize_options(self) -> dict[str, Any]:
         return {"max_seq_length": self.max_seq_length, "pad_to_max_length": self.padding == "max_length"}
@@ -170,9 +178,15 @@ class SkimDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         if self.synthetic:  # skim's generated data sets (offline quickstart)
             options = dict(self.synthetic)
+            out_dir = options.pop("dir", None)
+            if not isinstance(out_dir, str):
+                raise ConfigError(f"data.synthetic.dir must be the folder of the generated files, got {out_dir!r}")
+            self.check_types(options, self.write_synthetic, "data.synthetic")
             try:
-                self.write_synthetic(options.pop("dir"), **options)
-            except (TypeError, ValueError) as err:  # an option the generator does not take, or a value out of range
+                self.write_synthetic(out_dir, **options)
+            except OSError as err:
+                raise ConfigError(f"data.synthetic.dir={out_dir}: {one_line(err)}") from err
+            except (TypeError, ValueError) as err:  # an option the generator does not take, a value out of range
                 raise ConfigError(f"data.synthetic: {err}") from err
 
     def source_options(self, option: str) -> dict[str, Any]:

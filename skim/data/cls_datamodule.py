@@ -17,7 +17,7 @@ from typing import Any
 import datasets
 import torch
 
-from skim.data.base import SkimDataModule
+from skim.data.base import SkimDataModule, is_instance
 from skim.data.cls_sources import load_cls
 from skim.data.synthetic import write_synthetic_sentiment
 from skim.errors import ConfigError
@@ -72,8 +72,17 @@ class ClassificationDataModule(SkimDataModule):
         super().__init__(**options)
         if self.max_seq_length < 8:
             raise ConfigError(f"data.max_seq_length must be at least 8, got {self.max_seq_length}")
-        if "text" not in columns or "label" not in columns:
-            raise ConfigError(f"data.columns must name the 'text' and 'label' columns, got {dict(columns)}")
+        named = [c for c in columns.values() if c is not None]
+        if not columns.get("text") or not columns.get("label") or len(set(named)) < len(named):
+            raise ConfigError(f"data.columns must name distinct 'text' and 'label' columns, got {dict(columns)}")
+        if len(label_names) == 1:
+            raise ConfigError(f"data.label_names needs at least 2 classes (none: a regression task), got {list(label_names)}")
+        low_high = list(label_range or [0, 0])
+        if len(low_high) != 2 or not all(is_instance(x, float) for x in low_high) or low_high[0] > low_high[1]:
+            raise ConfigError(f"data.label_range must be [min, max] with min <= max, got {list(label_range)}")
+        own = (table or {}).get("label_values")
+        if own is not None and not (isinstance(own, dict) and all(type(v) is int and 0 <= v < len(label_names) for v in own.values())):
+            raise ConfigError(f"data.table.label_values must map the files' labels to class ids 0..{len(label_names) - 1}, got {own!r}")
         self.columns, self.label_range, self.table = dict(columns), label_range, table
         self.label_names = list(label_names)
         self.is_regression = not self.label_names

@@ -22,10 +22,11 @@ from skim.data.synthetic import write_synthetic_squad
 from skim.errors import ConfigError
 
 
-def _truncate_questions(tokenizer, questions: list[str], max_query_length: int) -> list[str]:
-    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-    return [q[: offs[max_query_length - 1][1]] if len(offs) > max_query_length else q
-            for q, offs in zip(questions, enc["offset_mapping"])]  # fmt: skip
+def _truncate_questions(tokenizer, questions: list[str], max_query_length: int) -> tuple[list[str], int]:
+    """The questions cut to ``max_query_length`` tokens, and the most tokens a cut question has."""
+    offsets = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    cut = [q[: offs[max_query_length - 1][1]] if len(offs) > max_query_length else q for q, offs in zip(questions, offsets)]
+    return cut, max((min(len(offs), max_query_length) for offs in offsets), default=0)
 
 
 def featurize(
@@ -41,7 +42,15 @@ def featurize(
     pad_on_right = tokenizer.padding_side == "right"
     if not pad_on_right:
         raise ConfigError("tokenizers that pad on the left are not supported for extractive QA")
-    questions = _truncate_questions(tokenizer, [q.lstrip() for q in examples["question"]], max_query_length)
+    questions, longest = _truncate_questions(tokenizer, [q.lstrip() for q in examples["question"]], max_query_length)
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    room = max_seq_length - longest - specials
+    if doc_stride >= room:  # the tokenizer would stop the run with a Rust panic at the first context that overflows
+        raise ConfigError(
+            f"data.doc_stride={doc_stride} must be smaller than the context tokens of a window: {room} = "
+            f"data.max_seq_length={max_seq_length} - a question of {longest} tokens (data.max_query_length="
+            f"{max_query_length}) - {specials} special tokens; lower data.doc_stride or data.max_query_length"
+        )
     enc = tokenizer(
         questions,
         examples["context"],

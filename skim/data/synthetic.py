@@ -131,7 +131,7 @@ def make_synthetic_squad(
         raise ValueError(f"num_examples must be >= 1, got {num_examples}")
     if not 0.0 <= short_fraction <= 1.0:
         raise ValueError(f"short_fraction must be in [0, 1], got {short_fraction}")
-    if len(n_facts) != 2 or not 1 <= n_facts[0] <= n_facts[1] <= len(ATTRIBUTES):  # a fact per attribute at most
+    if len(n_facts) != 2 or not all(isinstance(n, int) for n in n_facts) or not 1 <= n_facts[0] <= n_facts[1] <= len(ATTRIBUTES):
         raise ValueError(f"n_facts must be [min, max] with 1 <= min <= max <= {len(ATTRIBUTES)}, got {list(n_facts)}")
     rng, paragraphs, n = random.Random(seed), [], 0
     while n < num_examples:

@@ -33,6 +33,11 @@ def task_module(task: str) -> str:
     return TASK_MODULES[task]
 
 
+def monitor_mode(metric: str) -> str:
+    """``min`` for a monitored loss, ``max`` for every other metric (EM, F1, accuracy, correlations)."""
+    return "min" if str(metric).rsplit("/", 1)[-1].endswith("loss") else "max"
+
+
 def skim_root() -> str:
     """The repository root for an editable install (the folder holding conf/), else the working directory."""
     import os
@@ -46,6 +51,7 @@ def register() -> None:
     for name, fn in (
         ("task_module", task_module),
         ("skim_root", skim_root),
+        ("monitor_mode", monitor_mode),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
