@@ -208,7 +208,7 @@ def test_datamodule_config_errors(minilm_path, configs):
         _dm(configs, "cola", monitor="val/acc")
     with pytest.raises(ConfigError, match="data.padding"):
         _dm(configs, "sst2", padding="longest")
-    with pytest.raises(ConfigError, match="data.columns must name the 'text' and 'label'"):
+    with pytest.raises(ConfigError, match="data.columns must name distinct 'text' and 'label'"):
         _dm(configs, "sst2", columns={"sentence": "sentence"})
     with pytest.raises(ConfigError, match="unknown classification metric"):
         _dm(configs, "sst2", metrics=["accuracy"])

@@ -261,6 +261,8 @@ BAD_QA_OPTIONS = [
     # max_query_length 0 used to mean "no limit" silently (the last offset); a negative stride was an OverflowError
     ({"max_query_length": 0}, "data.max_query_length must be at least 1, got 0"),
     ({"doc_stride": -1}, "data.doc_stride must be at least 0, got -1"),
+    # a QA monitor the task does not log stopped the run after its first epoch (the checkpoint callback's error)
+    ({"monitor": "val/acc"}, "data.monitor='val/acc' is not a metric of data set sst2 (one of: val/f1, val/em, val/loss)"),
 ]
 BAD_CLS_OPTIONS = [
     # each was a KeyError, IndexError, ValueError or AttributeError, or (label id -1) a crash in the loss

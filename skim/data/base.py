@@ -157,6 +157,15 @@ class SkimDataModule(pl.LightningDataModule):
             if name in MINIMUM and value is not None and value < MINIMUM[name]:
                 raise ConfigError(f"{prefix}.{name} must be at least {MINIMUM[name]}, got {value}")
 
+    def check_monitor(self, allowed: list[str]) -> None:
+        """``data.monitor`` (the best checkpoint's metric; the first allowed one if unset) is a metric the task logs:
+        otherwise the run would stop only after its first epoch, when the checkpoint callback looks for it."""
+        self.monitor = self.monitor or allowed[0]
+        if self.monitor not in allowed:
+            raise ConfigError(
+                f"data.monitor={self.monitor!r} is not a metric of data set {self.name} (one of: {', '.join(allowed)})"
+            )
+
     def featurize_options(self) -> dict[str, Any]:
         return {"max_seq_length": self.max_seq_length, "pad_to_max_length": self.padding == "max_length"}
 

@@ -91,12 +91,7 @@ class ClassificationDataModule(SkimDataModule):
         self.metric_names = list(metrics or (["pearson", "spearman"] if self.is_regression else ["acc"]))
         # a metric that does not fit the task fails here, not in validation
         build_metrics(self.metric_names, self.num_labels)
-        allowed = [f"val/{m}" for m in self.metric_names] + ["val/loss"]
-        self.monitor = self.monitor or allowed[0]
-        if self.monitor not in allowed:
-            raise ConfigError(
-                f"data.monitor={self.monitor!r} is not a metric of data set {self.name} (one of: {', '.join(allowed)})"
-            )
+        self.check_monitor([f"val/{m}" for m in self.metric_names] + ["val/loss"])
         self.scalar_columns = {
             "labels": torch.float32 if self.is_regression else torch.long,
             "example_index": torch.long,

@@ -125,6 +125,8 @@ class QADataModule(SkimDataModule):
         if yes_no not in ("drop", "prepend"):
             raise ConfigError(f"data.yes_no must be 'drop' or 'prepend', got {yes_no!r}")
         self.layout, self.version_2_with_negative = layout, version_2_with_negative
+        v2 = [f"val/{part}_{m}" for part in ("HasAns", "NoAns") for m in ("exact", "f1")] if version_2_with_negative else []
+        self.check_monitor(["val/f1", "val/em", "val/loss", *v2])
         self.doc_stride, self.max_query_length = doc_stride, max_query_length
         # HotpotQA: what happens to yes/no answers; MRQA: which of its data sets the Hub rows are filtered to
         self.layout_options = {"hotpotqa": {"yes_no": yes_no}, "mrqa": {"subset": subset}}.get(layout, {})
