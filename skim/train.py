@@ -13,6 +13,7 @@ from skim.errors import RunInterrupted
 from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import check_resumable, read_checkpoint
 from skim.utils.config_store import register_configs
+from skim.utils.resolvers import monitor_mode
 from skim.utils.run import (
     append_result,
     hydra_choices,
@@ -145,12 +146,14 @@ def reuse_wandb_run(cfg: DictConfig) -> None:
 
 
 def add_objective(cfg: DictConfig, metrics: dict) -> None:
-    """``val/objective`` = metric - flops_penalty x (skim GFLOPs / dense GFLOPs), for accuracy-vs-cost searches."""
+    """``val/objective`` = metric - flops_penalty x (skim GFLOPs / dense GFLOPs), for accuracy-vs-cost searches that
+    maximise it; a loss enters negated (-loss - penalty x ratio), so that maximising still lowers it."""
     obj = cfg.get("objective")
     if not obj or not metrics or obj.metric not in metrics:
         return
     ratio = metrics.get("val/flops/skim_gflops", 1.0) / max(metrics.get("val/flops/dense_gflops", 1.0), 1e-12)
-    metrics["val/objective"] = metrics[obj.metric] - float(obj.flops_penalty) * ratio
+    sign = -1.0 if monitor_mode(obj.metric) == "min" else 1.0
+    metrics["val/objective"] = sign * metrics[obj.metric] - float(obj.flops_penalty) * ratio
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -40,6 +40,19 @@ def test_multirun_jobs_are_isolated(tmp_path):
     assert wandb_runs[0][0].name != wandb_runs[1][0].name
 
 
+def test_objective_is_maximised_for_a_score_and_for_a_loss():
+    # a loss used to enter as is, so the maximising sweep searched for the worst validation loss
+    from omegaconf import OmegaConf
+
+    from skim.train import add_objective
+
+    flops = {"val/flops/skim_gflops": 1.0, "val/flops/dense_gflops": 4.0}
+    for metric, value, expected in (("val/f1", 80.0, 80.0 - 5.0), ("val/loss", 0.5, -0.5 - 5.0)):
+        metrics = {metric: value, **flops}
+        add_objective(OmegaConf.create({"objective": {"metric": metric, "flops_penalty": 20.0}}), metrics)
+        assert metrics["val/objective"] == pytest.approx(expected), metric
+
+
 @pytest.mark.slow
 def test_optuna_search_runs_trials(tmp_path):
     require_shared(SQUAD_DEV)
