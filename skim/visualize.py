@@ -161,7 +161,7 @@ def _qa_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
     one = {k: [rec[k]] for k in ("question", "context", "answers")}
     feats = dm.featurize(one, [0], tokenizer=tok, **(dm.featurize_options() | {"pad_to_max_length": False}))
     # the same tokenizer call as the featuriser, for the offsets of every token (the features keep only the context's)
-    question = _truncate_questions(tok, [rec["question"].lstrip()], dm.max_query_length)[0][0]
+    (question,), _ = _truncate_questions(tok, [rec["question"].lstrip()], dm.max_query_length)
     enc = tok(question, rec["context"], truncation="only_second", max_length=dm.max_seq_length, stride=dm.doc_stride,
               return_overflowing_tokens=True, return_offsets_mapping=True)
     n_feat = len(feats["input_ids"])

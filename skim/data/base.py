@@ -146,7 +146,7 @@ class SkimDataModule(pl.LightningDataModule):
         Hydra hands command-line values over as parsed (``data.batch_size=abc`` is the string ``'abc'``), so a wrong
         type would otherwise fail far from the option, in a data loader or a format string.
         """
-        for name, hint in typing.get_type_hints(getattr(cls, "__init__", cls) if isinstance(cls, type) else cls).items():
+        for name, hint in typing.get_type_hints(cls.__init__ if isinstance(cls, type) else cls).items():
             if name not in options or hint is Any:
                 continue
             value = options[name]

@@ -81,7 +81,7 @@ class ClassificationDataModule(SkimDataModule):
         if len(low_high) != 2 or not all(is_instance(x, float) for x in low_high) or low_high[0] > low_high[1]:
             raise ConfigError(f"data.label_range must be [min, max] with min <= max, got {list(label_range)}")
         own = (table or {}).get("label_values")
-        if own is not None and not (isinstance(own, dict) and all(type(v) is int and 0 <= v < len(label_names) for v in own.values())):
+        if own is not None and not (isinstance(own, dict) and all(is_instance(v, int) and 0 <= v < len(label_names) for v in own.values())):
             raise ConfigError(f"data.table.label_values must map the files' labels to class ids 0..{len(label_names) - 1}, got {own!r}")
         self.columns, self.label_range, self.table = dict(columns), label_range, table
         self.label_names = list(label_names)
