@@ -151,6 +151,33 @@ def test_v1_datamodule_refuses_unanswerable_file_before_tokenising(tmp_path, rol
     assert len(list((tmp_path / "cache").glob("json/default-*"))) == (1 if role == "validation_file" else 0)
 
 
+def test_v2_split_monitor_needs_questions_of_its_kind_before_training(minilm_path, tmp_path):
+    # val/NoAns_* is logged only if the evaluation holds an unanswerable question: the checkpoint callback used to stop
+    # the run with a traceback after its first epoch
+    path = _write(tmp_path / "answerable.jsonl", [GOOD])
+    files = {"train_file": str(path), "validation_file": str(path), "cache_dir": str(tmp_path / "cache")}
+    for monitor in ("val/NoAns_f1", "val/HasAns_f1"):
+        dm = QADataModule(tokenizer=minilm_path, name="squad_v2", hub_name=None, version_2_with_negative=True,
+                          monitor=monitor, **files)  # fmt: skip
+        if monitor == "val/HasAns_f1":
+            dm.setup("fit")
+            continue
+        dm.setup("validate")  # evaluation does not monitor
+        with pytest.raises(ConfigError) as err:
+            dm.setup("fit")
+        assert str(err.value) == ("data.monitor='val/NoAns_f1': none of the 1 evaluation questions is unanswerable; "
+                                  "monitor val/f1")  # fmt: skip
+
+
+def test_cache_dir_that_is_a_file_is_one_config_error(tmp_path):
+    # datasets failed inside the first load, and the message blamed the data file
+    (tmp_path / "cache").write_text("")
+    for cache_dir in (tmp_path / "cache", tmp_path / "cache" / "below"):
+        with pytest.raises(ConfigError) as err:
+            QADataModule(tokenizer="unused", name="squad", cache_dir=str(cache_dir))
+        assert str(err.value) == f"data.cache_dir={cache_dir}: {tmp_path / 'cache'} is a file, not a folder"
+
+
 def test_v2_datamodule_accepts_unanswerable_questions(minilm_path, tmp_path):
     path = _write(tmp_path / "v2.jsonl", [GOOD, _bad(answers=NO_ANSWER, is_impossible=True)])
     dm = QADataModule(tokenizer=minilm_path, name="squad_v2", hub_name=None, version_2_with_negative=True,
@@ -263,6 +290,10 @@ BAD_QA_OPTIONS = [
     ({"doc_stride": -1}, "data.doc_stride must be at least 0, got -1"),
     # a QA monitor the task does not log stopped the run after its first epoch (the checkpoint callback's error)
     ({"monitor": "val/acc"}, "data.monitor='val/acc' is not a metric of data set sst2 (one of: val/f1, val/em, val/loss)"),
+    # an option of another layout was ignored without a word
+    ({"yes_no": "prepend"}, "data.yes_no='prepend' is read only with data.layout=hotpotqa, not with data.layout=squad"),
+    ({"layout": "mrqa", "yes_no": "drop"}, "data.yes_no='drop' is read only with data.layout=hotpotqa, not with data.layout=mrqa"),
+    ({"layout": "hotpotqa", "subset": "NewsQA"}, "data.subset='NewsQA' is read only with data.layout=mrqa, not with data.layout=hotpotqa"),
 ]
 BAD_CLS_OPTIONS = [
     # each was a KeyError, IndexError, ValueError or AttributeError, or (label id -1) a crash in the loss

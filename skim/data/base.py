@@ -31,7 +31,6 @@ from skim.errors import ConfigError
 from skim.utils.resolvers import skim_root
 
 PADDING_POLICIES = ("dynamic", "max_length")
-# sizes that must be at least 1 (a zero batch or sample count fails later, far from the option)
 # the smallest value of each numeric option (a zero batch or sample count, a negative stride, would fail later, far
 # from the option, or mean something else)
 MINIMUM = dict.fromkeys(("max_seq_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples",
@@ -121,6 +120,10 @@ class SkimDataModule(pl.LightningDataModule):
             raise ConfigError(f"{type(self).__name__} serves data.task={self.task}, got data.task={task!r}")
         if padding not in PADDING_POLICIES:
             raise ConfigError(f"data.padding must be one of {PADDING_POLICIES}, got {padding!r}")
+        if cache_dir is not None:  # datasets would fail inside the first load, blaming the data file
+            found = next(p for p in (Path(cache_dir).absolute(), *Path(cache_dir).absolute().parents) if p.exists())
+            if not found.is_dir():
+                raise ConfigError(f"data.cache_dir={cache_dir}: {found} is a file, not a folder")
         if group_by_length and padding != "dynamic":
             raise ConfigError("data.group_by_length=true groups features to pad less: it needs data.padding=dynamic")
         self.tokenizer_name, self.name, self.monitor = tokenizer, name, monitor

@@ -109,7 +109,7 @@ class QADataModule(SkimDataModule):
         version_2_with_negative: bool = False,
         doc_stride: int = 128,
         max_query_length: int = 64,
-        yes_no: str = "drop",
+        yes_no: str | None = None,
         subset: str | None = None,
         **options: Any,
     ):
@@ -122,14 +122,17 @@ class QADataModule(SkimDataModule):
             )
         if layout not in LAYOUTS:
             raise ConfigError(f"data.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-        if yes_no not in ("drop", "prepend"):
+        for option, value, owner in (("yes_no", yes_no, "hotpotqa"), ("subset", subset, "mrqa")):
+            if value is not None and layout != owner:  # it would be ignored without a word
+                raise ConfigError(f"data.{option}={value!r} is read only with data.layout={owner}, not with data.layout={layout}")
+        if yes_no not in (None, "drop", "prepend"):
             raise ConfigError(f"data.yes_no must be 'drop' or 'prepend', got {yes_no!r}")
         self.layout, self.version_2_with_negative = layout, version_2_with_negative
         v2 = [f"val/{part}_{m}" for part in ("HasAns", "NoAns") for m in ("exact", "f1")] if version_2_with_negative else []
         self.check_monitor(["val/f1", "val/em", "val/loss", *v2])
         self.doc_stride, self.max_query_length = doc_stride, max_query_length
         # HotpotQA: what happens to yes/no answers; MRQA: which of its data sets the Hub rows are filtered to
-        self.layout_options = {"hotpotqa": {"yes_no": yes_no}, "mrqa": {"subset": subset}}.get(layout, {})
+        self.layout_options = {"hotpotqa": {"yes_no": yes_no or "drop"}, "mrqa": {"subset": subset}}.get(layout, {})
         self.eval_examples: list[dict] = []
         self.eval_features: list[dict] = []
 
@@ -155,6 +158,16 @@ class QADataModule(SkimDataModule):
             }
             for r in self.eval_dataset.select_columns(["example_index", "offset_mapping"])
         ]
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        # a v2 split metric is logged only if the evaluation holds such questions; without them the checkpoint callback
+        # would stop the run after its first epoch
+        part = self.monitor.removeprefix("val/").split("_")[0]
+        answerable = [bool(ex["answers"]["text"]) for ex in self.eval_examples]
+        if stage in (None, "fit") and part in ("HasAns", "NoAns") and (part == "HasAns") not in answerable:
+            raise ConfigError(f"data.monitor={self.monitor!r}: none of the {len(self.eval_examples)} evaluation questions "
+                              f"is {'answerable' if part == 'HasAns' else 'unanswerable'}; monitor val/f1")  # fmt: skip
 
     write_synthetic = staticmethod(write_synthetic_squad)
 
