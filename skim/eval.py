@@ -61,8 +61,10 @@ def evaluate(cfg: DictConfig) -> dict:
     return metrics
 
 
-# keys of a training run's overrides that mean nothing (or something else) to an evaluation
-_TRAIN_ONLY = {"train", "final_eval", "ckpt_path", "hparams_search", "callbacks", "objective", "task_name", "optimized_metric"}
+# keys of a training run's overrides that mean nothing (or something else) to an evaluation. task_name carries over:
+# dropped, an experiment's own task_name came back with the experiment and named the evaluation of a
+# ``task_name=X`` run after another run in results rows and reports
+_TRAIN_ONLY = {"train", "final_eval", "ckpt_path", "hparams_search", "callbacks", "objective", "optimized_metric"}
 
 
 def _key(override: str) -> str:

@@ -109,14 +109,16 @@ def test_run_overrides_go_before_the_first_given_override(tmp_path):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / "checkpoints").mkdir()
-    (run / ".hydra" / "overrides.yaml").write_text("- experiment=cpu_squad_minilm_blockskim\n- skim.threshold=0.2\n- trainer=cpu\n")
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=cpu_squad_minilm_blockskim\n- skim.threshold=0.2\n- trainer=cpu\n"
+                                                   "- task_name=fixed_rule\n- final_eval=best\n")  # fmt: skip
     ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
-    # a multirun: Hydra's parser takes the overrides as one positional list after the flags
+    # a multirun: Hydra's parser takes the overrides as one positional list after the flags; the run's task_name
+    # names its evaluations (without it the experiment's task_name would name them after another run)
     assert with_run_overrides(["-m", ckpt, "skim.threshold=0.1,0.5"], "skim.eval") == [
-        "-m", "experiment=cpu_squad_minilm_blockskim", ckpt, "skim.threshold=0.1,0.5"]
-    # the run's skim.threshold applies when none is given; trainer settings never carry over
+        "-m", "experiment=cpu_squad_minilm_blockskim", "task_name=fixed_rule", ckpt, "skim.threshold=0.1,0.5"]
+    # the run's skim.threshold applies when none is given; trainer and training-only settings never carry over
     assert with_run_overrides([ckpt, "--cfg", "job"], "skim.eval") == [
-        "experiment=cpu_squad_minilm_blockskim", "skim.threshold=0.2", ckpt, "--cfg", "job"]
+        "experiment=cpu_squad_minilm_blockskim", "skim.threshold=0.2", "task_name=fixed_rule", ckpt, "--cfg", "job"]
     assert with_run_overrides(["skim.threshold=0.1"], "skim.eval") == ["skim.threshold=0.1"]  # no checkpoint: nothing added
 
 
