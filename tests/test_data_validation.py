@@ -155,18 +155,14 @@ def test_v2_split_monitor_needs_questions_of_its_kind_before_training(minilm_pat
     # val/NoAns_* is logged only if the evaluation holds an unanswerable question: the checkpoint callback used to stop
     # the run with a traceback after its first epoch
     path = _write(tmp_path / "answerable.jsonl", [GOOD])
-    files = {"train_file": str(path), "validation_file": str(path), "cache_dir": str(tmp_path / "cache")}
-    for monitor in ("val/NoAns_f1", "val/HasAns_f1"):
-        dm = QADataModule(tokenizer=minilm_path, name="squad_v2", hub_name=None, version_2_with_negative=True,
-                          monitor=monitor, **files)  # fmt: skip
-        if monitor == "val/HasAns_f1":
-            dm.setup("fit")
-            continue
-        dm.setup("validate")  # evaluation does not monitor
-        with pytest.raises(ConfigError) as err:
-            dm.setup("fit")
-        assert str(err.value) == ("data.monitor='val/NoAns_f1': none of the 1 evaluation questions is unanswerable; "
-                                  "monitor val/f1")  # fmt: skip
+    options = {"tokenizer": minilm_path, "name": "squad_v2", "hub_name": None, "version_2_with_negative": True,
+               "train_file": str(path), "validation_file": str(path), "cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    QADataModule(monitor="val/HasAns_f1", **options).setup("fit")
+    dm = QADataModule(monitor="val/NoAns_f1", **options)
+    dm.setup("validate")  # evaluation does not monitor
+    with pytest.raises(ConfigError) as err:
+        dm.setup("fit")
+    assert str(err.value) == "data.monitor='val/NoAns_f1': none of the 1 evaluation questions is unanswerable; monitor val/f1"
 
 
 def test_cache_dir_that_is_a_file_is_one_config_error(tmp_path):

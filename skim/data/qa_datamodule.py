@@ -20,6 +20,7 @@ from skim.data.base import SkimDataModule
 from skim.data.qa_sources import LAYOUTS, load_qa
 from skim.data.synthetic import write_synthetic_squad
 from skim.errors import ConfigError
+from skim.metrics.squad import V2_SPLIT_METRICS
 
 
 def _truncate_questions(tokenizer, questions: list[str], max_query_length: int) -> tuple[list[str], int]:
@@ -128,11 +129,12 @@ class QADataModule(SkimDataModule):
         if yes_no not in (None, "drop", "prepend"):
             raise ConfigError(f"data.yes_no must be 'drop' or 'prepend', got {yes_no!r}")
         self.layout, self.version_2_with_negative = layout, version_2_with_negative
-        v2 = [f"val/{part}_{m}" for part in ("HasAns", "NoAns") for m in ("exact", "f1")] if version_2_with_negative else []
+        v2 = [f"val/{k}" for k in V2_SPLIT_METRICS] if version_2_with_negative else []
         self.check_monitor(["val/f1", "val/em", "val/loss", *v2])
         self.doc_stride, self.max_query_length = doc_stride, max_query_length
-        # HotpotQA: what happens to yes/no answers; MRQA: which of its data sets the Hub rows are filtered to
-        self.layout_options = {"hotpotqa": {"yes_no": yes_no or "drop"}, "mrqa": {"subset": subset}}.get(layout, {})
+        # HotpotQA: what happens to yes/no answers; MRQA: which of its data sets the Hub rows are filtered to (each set
+        # only for its own layout, checked above; unset: the adapter's default)
+        self.layout_options = {k: v for k, v in (("yes_no", yes_no), ("subset", subset)) if v is not None}
         self.eval_examples: list[dict] = []
         self.eval_features: list[dict] = []
 
@@ -163,11 +165,11 @@ class QADataModule(SkimDataModule):
         super().setup(stage)
         # a v2 split metric is logged only if the evaluation holds such questions; without them the checkpoint callback
         # would stop the run after its first epoch
-        part = self.monitor.removeprefix("val/").split("_")[0]
-        answerable = [bool(ex["answers"]["text"]) for ex in self.eval_examples]
-        if stage in (None, "fit") and part in ("HasAns", "NoAns") and (part == "HasAns") not in answerable:
+        answerable = V2_SPLIT_METRICS.get(self.monitor.removeprefix("val/"))
+        kinds = {bool(ex["answers"]["text"]) for ex in self.eval_examples} if answerable is not None else set()
+        if stage in (None, "fit") and answerable is not None and answerable not in kinds:
             raise ConfigError(f"data.monitor={self.monitor!r}: none of the {len(self.eval_examples)} evaluation questions "
-                              f"is {'answerable' if part == 'HasAns' else 'unanswerable'}; monitor val/f1")  # fmt: skip
+                              f"is {'answerable' if answerable else 'unanswerable'}; monitor val/f1")  # fmt: skip
 
     write_synthetic = staticmethod(write_synthetic_squad)
 

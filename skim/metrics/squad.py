@@ -43,6 +43,10 @@ __all__ = [
     "v2_f1",
 ]
 
+# the v2 scores of one kind of question, each with whether that kind is answerable: present only where the
+# evaluation holds questions of that kind
+V2_SPLIT_METRICS = {"HasAns_exact": True, "HasAns_f1": True, "NoAns_exact": False, "NoAns_f1": False}
+
 _PUNCT = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skim.metrics.qa_postprocess import merge_feature_logits, postprocess_qa_predictions
-from skim.metrics.squad import squad_v1_scores, squad_v2_scores
+from skim.metrics.squad import V2_SPLIT_METRICS, squad_v1_scores, squad_v2_scores
 from skim.state import EncoderOutput
 from skim.tasks.base_module import SkimTaskModule
 
@@ -149,7 +149,7 @@ class QAModule(SkimTaskModule):
         scores = squad_v2_scores(preds, refs) if v2 else squad_v1_scores(preds, refs)
         metrics = {"em": scores["exact_match"], "f1": scores["f1"]}
         if v2:
-            for k in ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"):
+            for k in V2_SPLIT_METRICS:
                 if k in scores:
                     metrics[k] = scores[k]
         # identical on every rank (same gathered inputs), so no further reduction is needed
