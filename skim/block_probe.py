@@ -1,0 +1,211 @@
+"""``python -m skim.block_probe``: what each layer of a QA model tells about which 32-token blocks hold the answer.
+
+Block-Skim's predictor after layer i reads only the diagonal ``block_size`` × ``block_size`` blocks of that layer's
+attention. On real SQuAD it ranks answer blocks barely above chance in the first layers (block AUC ~0.55 in layers
+0–3, README), so it cannot skim before the last layers. This asks whether the limit is that input or the layers
+themselves. The model runs dense with eager attention over the training features of ``data`` (``data.max_train_samples``
+examples) and the evaluation features; for every layer and every feature family a logistic-regression probe is fitted
+on the training blocks and scored by ROC AUC on the evaluation blocks:
+
+* ``position``: the block's index, absolute and relative to the example's real blocks (what the place alone tells);
+* ``diagonal``: per head, the attention mass the block's tokens give their own block and their largest weight inside
+  it (a summary of what Block-Skim's CNN reads);
+* ``question``: per head, the attention mass the question's tokens give the block and the block's tokens give the
+  question: the question–context attention, which no diagonal block holds;
+* ``hidden``: the block's mean hidden state after the layer (Transkimmer's predictor reads it per token);
+* ``all``: the four together.
+
+Blocks are those holding a real token; an answer block holds at least ``min_answer_tokens`` answer tokens (the
+strategy's own labels: 1 is the fixed rule, 2 the original's). ``auc`` is over every such block, as Block-Skim's
+``block_auc_layer*``; ``auc_context`` fits and scores only blocks without [CLS] / question / [SEP] tokens, the ones a
+skimming decision is about. Writes ``block_probe.json`` / ``.md`` into the run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+import skim  # noqa: F401
+from skim.errors import ConfigError
+from skim.strategies.blockskim import block_labels
+from skim.tasks.base_module import validate_config
+from skim.tasks.checkpoint import load_task_module
+from skim.utils.config_store import register_configs
+from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_json
+
+register_configs()
+
+FAMILIES = ("position", "diagonal", "question", "hidden")
+
+
+def block_features(
+    attentions: tuple[torch.Tensor, ...],
+    hidden_states: tuple[torch.Tensor, ...],
+    real: torch.Tensor,
+    question: torch.Tensor,
+    block_size: int,
+) -> list[dict[str, torch.Tensor]]:
+    """Per layer, each family's features of every block: ``[B, K, F]``. ``attentions[i]``: layer i's [B, H, n, n]
+    probabilities; ``hidden_states[i + 1]``: its output; ``real`` / ``question``: [B, n] 0/1 token masks."""
+    B, n = real.shape
+    bs = block_size
+    K, pad = -(-n // bs), -n % bs
+    N = K * bs
+    rp, qp = F.pad(real.float(), (0, pad)), F.pad(question.float(), (0, pad))
+    per_block = rp.view(B, K, bs).sum(-1).clamp_min(1)  # real tokens per block
+
+    def pool(v: torch.Tensor) -> torch.Tensor:  # [B, H, N] per token -> [B, K, H]: mean over the block's real tokens
+        return ((v * rp[:, None]).view(*v.shape[:2], K, bs).sum(-1) / per_block[:, None]).transpose(1, 2)
+
+    index = torch.arange(K, dtype=torch.float).expand(B, K)
+    position = torch.stack([index, index / rp.view(B, K, bs).any(-1).sum(-1, keepdim=True).clamp_min(1)], -1)
+    own = (torch.arange(N) // bs).view(1, 1, N, 1)
+    out = []
+    for i, probs in enumerate(attentions):
+        H = probs.shape[1]
+        full = F.pad(probs.float(), (0, pad, 0, pad))  # [B, H, N, N]
+        p = full.view(B, H, N, K, bs)
+        to_block, max_block = p.sum(-1), p.amax(-1)  # [B, H, N, K]: what each query gives each block
+        own_mass = to_block.gather(-1, own.expand(B, H, N, 1)).squeeze(-1)
+        own_max = max_block.gather(-1, own.expand(B, H, N, 1)).squeeze(-1)
+        from_question = (to_block * qp[:, None, :, None]).sum(2) / qp.sum(1).clamp_min(1)[:, None, None]
+        to_question = (full @ qp[:, None, :, None]).squeeze(-1)  # [B, H, N]: what each query gives the question
+        hidden = F.pad(hidden_states[i + 1].float(), (0, 0, 0, pad)).view(B, K, bs, -1)
+        out.append({
+            "position": position,
+            "diagonal": torch.cat([pool(own_mass), pool(own_max)], -1),
+            "question": torch.cat([from_question.transpose(1, 2), pool(to_question)], -1),
+            "hidden": (hidden * rp.view(B, K, bs, 1)).sum(2) / per_block[..., None],
+        })  # fmt: skip
+    return out
+
+
+@torch.no_grad()
+def collect(module, loader, special_ids: list[int], block_size: int, min_answer_tokens: int) -> dict[str, Any]:
+    """Every real block's features per layer and family, its label and whether it is a context block."""
+    backbone = module.encoder.backbone
+    feats: list[dict[str, list[torch.Tensor]]] = []
+    labels, context = [], []
+    for batch in loader:
+        mask = batch["attention_mask"]
+        protect = batch["protect_mask"].bool()
+        question = protect & ~torch.isin(batch["input_ids"], torch.tensor(special_ids))
+        out = backbone(input_ids=batch["input_ids"], attention_mask=mask, token_type_ids=batch.get("token_type_ids"),
+                       output_attentions=True, output_hidden_states=True)  # fmt: skip
+        layers = block_features(out.attentions, out.hidden_states, mask, question, block_size)
+        B, n = mask.shape
+        K, pad = -(-n // block_size), -n % block_size
+        valid = F.pad(mask, (0, pad)).view(B, K, block_size).any(-1)
+        # the closing [SEP] alone does not make the last block a question block (as skim.oracle counts them)
+        protect[torch.arange(B), mask.sum(1) - 1] = False
+        labels.append(block_labels(batch["start_positions"], batch["end_positions"], n, block_size, min_answer_tokens)[valid])
+        context.append(~F.pad(protect, (0, pad)).view(B, K, block_size).any(-1)[valid])
+        if not feats:
+            feats = [{f: [] for f in FAMILIES} for _ in layers]
+        for acc, layer in zip(feats, layers):
+            for f in FAMILIES:
+                acc[f].append(layer[f][valid])
+    return {"features": [{f: torch.cat(v).numpy() for f, v in acc.items()} for acc in feats],
+            "labels": torch.cat(labels).numpy(), "context": torch.cat(context).numpy()}  # fmt: skip
+
+
+def probe_auc(train: tuple, dev: tuple) -> float | None:
+    """ROC AUC on ``dev`` of a standardised logistic regression fitted on ``train`` ((X, y) each); None without both
+    classes."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    (x, y), (xd, yd) = train, dev
+    if len(np.unique(y)) < 2 or len(np.unique(yd)) < 2:
+        return None
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y)
+    return float(roc_auc_score(yd, probe.predict_proba(xd)[:, 1]))
+
+
+def probe_report(train: dict[str, Any], dev: dict[str, Any]) -> list[dict[str, Any]]:
+    import numpy as np
+
+    rows = []
+    for i, (tr, dv) in enumerate(zip(train["features"], dev["features"])):
+        row: dict[str, Any] = {"layer": i, "blocks": len(dev["labels"]), "answer_share": float(dev["labels"].mean()),
+                               "context_blocks": int(dev["context"].sum()), "auc": {}, "auc_context": {}}  # fmt: skip
+        for f in (*FAMILIES, "all"):
+            x = np.concatenate([tr[g] for g in FAMILIES], 1) if f == "all" else tr[f]
+            xd = np.concatenate([dv[g] for g in FAMILIES], 1) if f == "all" else dv[f]
+            row["auc"][f] = probe_auc((x, train["labels"]), (xd, dev["labels"]))
+            c, cd = train["context"], dev["context"]
+            row["auc_context"][f] = probe_auc((x[c], train["labels"][c]), (xd[cd], dev["labels"][cd]))
+        rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    names = (*FAMILIES, "all")
+    head = " | ".join(names)
+    lines = [f"| layer | blocks | answer share | AUC: {head} | context blocks | context AUC: {head} |",
+             "|---|---|---|" + "---|" * len(names) + "---|" + "---|" * len(names)]  # fmt: skip
+
+    def cell(v: float | None) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    for r in rows:
+        lines.append(f"| {r['layer']} | {r['blocks']} | {r['answer_share']:.3f} | "
+                     + " | ".join(cell(r["auc"][f]) for f in names) + f" | {r['context_blocks']} | "
+                     + " | ".join(cell(r["auc_context"][f]) for f in names) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def run_block_probe(cfg: DictConfig) -> dict:
+    from hydra.utils import instantiate
+
+    validate_config(cfg)
+    if cfg.data.task != "qa":
+        raise ConfigError(f"skim.block_probe needs an extractive-QA data config (data.task=qa), got data.task={cfg.data.task!r}")
+    if cfg.skim.name != "none":
+        raise ConfigError(f"skim.block_probe probes the dense model's layers (skim=none), got skim={cfg.skim.name}")
+    if not isinstance(cfg.min_answer_tokens, int) or cfg.min_answer_tokens < 1:
+        raise ConfigError(f"min_answer_tokens must be a positive integer, got {cfg.min_answer_tokens!r}")
+    if not isinstance(cfg.block_size, int) or cfg.block_size < 1:
+        raise ConfigError(f"block_size must be a positive integer, got {cfg.block_size!r}")
+    torch.manual_seed(cfg.seed)
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    if cfg.get("ckpt_path"):
+        module = load_task_module(cfg)
+    else:
+        module = instantiate(cfg.module)
+        module.init_from_checkpoint()
+    module.use_attn_implementation("eager")  # the only one that returns every layer's probabilities
+    module.eval()
+    special = list(dm.tokenizer.all_special_ids)
+    args = (special, cfg.block_size, cfg.min_answer_tokens)
+    train = collect(module, dm.train_dataloader(), *args)
+    dev = collect(module, dm.val_dataloader(), *args)
+    rows = probe_report(train, dev)
+    out_dir = Path(cfg.paths.output_dir)
+    record = {"overrides": hydra_overrides(), "git_commit": git_commit(), "block_size": cfg.block_size,
+              "min_answer_tokens": cfg.min_answer_tokens, "train_blocks": len(train["labels"]),
+              "data_info": dm.describe(), "layers": rows}  # fmt: skip
+    write_json(out_dir / "block_probe.json", record)
+    (out_dir / "block_probe.md").write_text(to_markdown(rows))
+    print(to_markdown(rows))
+    return {}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="block_probe")
+def main(cfg: DictConfig) -> None:
+    task_wrapper(run_block_probe)(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""skim.block_probe: per-layer linear probes of a dense QA model's attention and hidden states on answer blocks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import skim.block_probe as bp
+from skim.errors import ConfigError
+from tests.helpers.runs import FAST_DEV, compose_cfg
+
+
+def test_block_features_match_a_hand_computation():
+    # 5 tokens in blocks of 2 (the last block ragged), token 1 the question, one head
+    torch.manual_seed(0)
+    probs = torch.randn(1, 1, 5, 5).softmax(-1)
+    hidden = torch.randn(1, 5, 3)
+    real, question = torch.ones(1, 5), torch.tensor([[0.0, 1, 0, 0, 0]])
+    (layer,) = bp.block_features((probs,), (None, hidden), real, question, block_size=2)
+    P = probs[0, 0]
+    blocks = [[0, 1], [2, 3], [4]]
+    for k, toks in enumerate(blocks):
+        own_mass = sum(float(P[q, toks].sum()) for q in toks) / len(toks)
+        own_max = sum(float(P[q, toks].max()) for q in toks) / len(toks)
+        from_question = float(P[1, toks].sum())
+        to_question = sum(float(P[q, 1]) for q in toks) / len(toks)
+        assert layer["diagonal"][0, k].tolist() == pytest.approx([own_mass, own_max], rel=1e-5)
+        assert layer["question"][0, k].tolist() == pytest.approx([from_question, to_question], rel=1e-5)
+        assert layer["hidden"][0, k].tolist() == pytest.approx(hidden[0, toks].mean(0).tolist(), rel=1e-5)
+        assert layer["position"][0, k].tolist() == pytest.approx([k, k / 3])
+
+
+def test_probe_auc_finds_a_linear_signal_and_not_noise():
+    rng = np.random.default_rng(0)
+    x, xd = rng.normal(size=(400, 3)), rng.normal(size=(400, 3))
+    y, yd = (x[:, 1] > 0.5).astype(int), (xd[:, 1] > 0.5).astype(int)
+    assert bp.probe_auc((x, y), (xd, yd)) > 0.95
+    assert abs(bp.probe_auc((x, rng.integers(0, 2, 400)), (xd, rng.integers(0, 2, 400))) - 0.5) < 0.1
+    assert bp.probe_auc((x, np.zeros(400, int)), (xd, yd)) is None  # one class: nothing to fit
+
+
+def test_command_writes_json_and_markdown(tmp_run_root):
+    out = tmp_run_root / "probe"
+    sizes = [o for o in FAST_DEV if o.startswith("data.") and "max_train" not in o]  # 16 training questions
+    cfg = compose_cfg(["experiment=quickstart", "skim=none", *sizes, "data.max_train_samples=16"], config_name="block_probe",
+                      output_dir=out)  # fmt: skip
+    bp.run_block_probe(cfg)
+    rec = json.loads((out / "block_probe.json").read_text())
+    assert len(rec["layers"]) == cfg.model.config_overrides.num_hidden_layers and rec["train_blocks"] > 0
+    for row in rec["layers"]:
+        assert set(row["auc"]) == {*bp.FAMILIES, "all"} and row["blocks"] > row["context_blocks"] > 0
+        assert all(0.0 <= v <= 1.0 for v in row["auc"].values())
+        assert 0.0 < row["answer_share"] < 1.0
+    assert (out / "block_probe.md").read_text().startswith("| layer | blocks | answer share |")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["experiment=quickstart", "skim=blockskim"], "skim=none"),
+    (["experiment=quickstart_cls", "skim=none"], "data.task=qa"),
+    (["experiment=quickstart", "skim=none", "min_answer_tokens=0"], "min_answer_tokens"),
+])  # fmt: skip
+def test_bad_setups_are_config_errors(overrides, message, tmp_run_root):
+    cfg = compose_cfg(overrides, config_name="block_probe", output_dir=tmp_run_root / "x")
+    with pytest.raises(ConfigError, match=message):
+        bp.run_block_probe(cfg)
+    assert not (tmp_run_root / "x" / "block_probe.json").exists()
