@@ -17,8 +17,10 @@ on the training blocks and scored by ROC AUC on the evaluation blocks:
 
 Blocks are those holding a real token; an answer block holds at least ``min_answer_tokens`` answer tokens (the
 strategy's own labels: 1 is the fixed rule, 2 the original's). ``auc`` is over every such block, as Block-Skim's
-``block_auc_layer*``; ``auc_context`` fits and scores only blocks without [CLS] / question / [SEP] tokens, the ones a
-skimming decision is about. Writes ``block_probe.json`` / ``.md`` into the run directory.
+``block_auc_layer*``; ``context`` fits and scores only blocks without [CLS] / question / [SEP] tokens, the ones a
+skimming decision is about, and adds, per answer-block recall in ``recalls``, the share of the other context blocks
+that the probe ranks below the threshold keeping that recall: what a skimmer reading that input could drop there.
+Writes ``block_probe.json`` / ``.md`` into the run directory.
 """
 
 from __future__ import annotations
@@ -115,12 +117,13 @@ def collect(module, loader, special_ids: list[int], block_size: int, min_answer_
             "labels": torch.cat(labels).numpy(), "context": torch.cat(context).numpy()}  # fmt: skip
 
 
-def probe_auc(train: tuple, dev: tuple) -> float | None:
-    """ROC AUC on ``dev`` of a standardised logistic regression fitted on ``train`` ((X, y) each); None without both
-    classes."""
+def probe_scores(train: tuple, dev: tuple, recalls: tuple[float, ...] = ()) -> dict[str, Any] | None:
+    """A standardised logistic regression fitted on ``train`` ((X, y)), scored on ``dev``: its ROC AUC and, per recall
+    in ``recalls``, the share of other blocks it ranks below the highest threshold that keeps that share of answer
+    blocks (what a skimmer with this input could drop at that recall). None without both classes."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score, roc_curve
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -128,40 +131,50 @@ def probe_auc(train: tuple, dev: tuple) -> float | None:
     if len(np.unique(y)) < 2 or len(np.unique(yd)) < 2:
         return None
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y)
-    return float(roc_auc_score(yd, probe.predict_proba(xd)[:, 1]))
+    p = probe.predict_proba(xd)[:, 1]
+    fpr, tpr, _ = roc_curve(yd, p)
+    skip = {str(r): float(1.0 - fpr[np.argmax(tpr >= r)]) for r in recalls}
+    return {"auc": float(roc_auc_score(yd, p)), "skip_at_recall": skip}
 
 
-def probe_report(train: dict[str, Any], dev: dict[str, Any]) -> list[dict[str, Any]]:
+def probe_report(train: dict[str, Any], dev: dict[str, Any], recalls: tuple[float, ...]) -> list[dict[str, Any]]:
     import numpy as np
 
     rows = []
+    c, cd = train["context"], dev["context"]
     for i, (tr, dv) in enumerate(zip(train["features"], dev["features"])):
         row: dict[str, Any] = {"layer": i, "blocks": len(dev["labels"]), "answer_share": float(dev["labels"].mean()),
-                               "context_blocks": int(dev["context"].sum()), "auc": {}, "auc_context": {}}  # fmt: skip
+                               "context_blocks": int(cd.sum()), "all_blocks": {}, "context": {}}  # fmt: skip
         for f in (*FAMILIES, "all"):
             x = np.concatenate([tr[g] for g in FAMILIES], 1) if f == "all" else tr[f]
             xd = np.concatenate([dv[g] for g in FAMILIES], 1) if f == "all" else dv[f]
-            row["auc"][f] = probe_auc((x, train["labels"]), (xd, dev["labels"]))
-            c, cd = train["context"], dev["context"]
-            row["auc_context"][f] = probe_auc((x[c], train["labels"][c]), (xd[cd], dev["labels"][cd]))
+            row["all_blocks"][f] = probe_scores((x, train["labels"]), (xd, dev["labels"]))
+            row["context"][f] = probe_scores((x[c], train["labels"][c]), (xd[cd], dev["labels"][cd]), recalls)
         rows.append(row)
     return rows
 
 
-def to_markdown(rows: list[dict[str, Any]]) -> str:
+def to_markdown(rows: list[dict[str, Any]], recalls: tuple[float, ...]) -> str:
     names = (*FAMILIES, "all")
-    head = " | ".join(names)
-    lines = [f"| layer | blocks | answer share | AUC: {head} | context blocks | context AUC: {head} |",
-             "|---|---|---|" + "---|" * len(names) + "---|" + "---|" * len(names)]  # fmt: skip
 
-    def cell(v: float | None) -> str:
-        return "—" if v is None else f"{v:.3f}"
+    def table(title: str, cell) -> list[str]:
+        lines = [f"| layer | {title}: " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        return lines + [f"| {r['layer']} | " + " | ".join(cell(r, f) for f in names) + " |" for r in rows]
 
-    for r in rows:
-        lines.append(f"| {r['layer']} | {r['blocks']} | {r['answer_share']:.3f} | "
-                     + " | ".join(cell(r["auc"][f]) for f in names) + f" | {r['context_blocks']} | "
-                     + " | ".join(cell(r["auc_context"][f]) for f in names) + " |")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    def fmt(scores: dict | None, key: str, recall: float | None = None) -> str:
+        if scores is None:
+            return "—"
+        return f"{scores[key]:.3f}" if recall is None else f"{scores[key][str(recall)]:.3f}"
+
+    r0 = rows[0] if rows else {"blocks": 0, "context_blocks": 0, "answer_share": 0.0}
+    head = f"Evaluation blocks: {r0['blocks']} (answer share {r0['answer_share']:.3f}), context blocks: {r0['context_blocks']}."
+    out = [head, ""]
+    out += table("AUC, all blocks", lambda r, f: fmt(r["all_blocks"][f], "auc")) + [""]
+    out += table("AUC, context blocks", lambda r, f: fmt(r["context"][f], "auc"))
+    for recall in recalls:
+        out += ["", *table(f"context blocks skippable at answer recall {recall}",
+                           lambda r, f, recall=recall: fmt(r["context"][f], "skip_at_recall", recall))]  # fmt: skip
+    return "\n".join(out) + "\n"
 
 
 def run_block_probe(cfg: DictConfig) -> dict:
@@ -176,6 +189,8 @@ def run_block_probe(cfg: DictConfig) -> dict:
         raise ConfigError(f"min_answer_tokens must be a positive integer, got {cfg.min_answer_tokens!r}")
     if not isinstance(cfg.block_size, int) or cfg.block_size < 1:
         raise ConfigError(f"block_size must be a positive integer, got {cfg.block_size!r}")
+    if not all(isinstance(r, float) and 0.0 < r <= 1.0 for r in cfg.recalls):
+        raise ConfigError(f"recalls must be answer-block recalls in (0, 1], got {list(cfg.recalls)}")
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.data)
     dm.prepare_data()
@@ -191,14 +206,15 @@ def run_block_probe(cfg: DictConfig) -> dict:
     args = (special, cfg.block_size, cfg.min_answer_tokens)
     train = collect(module, dm.train_dataloader(), *args)
     dev = collect(module, dm.val_dataloader(), *args)
-    rows = probe_report(train, dev)
+    recalls = tuple(float(r) for r in cfg.recalls)
+    rows = probe_report(train, dev, recalls)
     out_dir = Path(cfg.paths.output_dir)
     record = {"overrides": hydra_overrides(), "git_commit": git_commit(), "block_size": cfg.block_size,
               "min_answer_tokens": cfg.min_answer_tokens, "train_blocks": len(train["labels"]),
               "data_info": dm.describe(), "layers": rows}  # fmt: skip
     write_json(out_dir / "block_probe.json", record)
-    (out_dir / "block_probe.md").write_text(to_markdown(rows))
-    print(to_markdown(rows))
+    (out_dir / "block_probe.md").write_text(to_markdown(rows, recalls))
+    print(to_markdown(rows, recalls))
     return {}
 
 

@@ -33,13 +33,16 @@ def test_block_features_match_a_hand_computation():
         assert layer["position"][0, k].tolist() == pytest.approx([k, k / 3])
 
 
-def test_probe_auc_finds_a_linear_signal_and_not_noise():
+def test_probe_scores_find_a_linear_signal_and_not_noise():
     rng = np.random.default_rng(0)
-    x, xd = rng.normal(size=(400, 3)), rng.normal(size=(400, 3))
+    x, xd = rng.normal(size=(2000, 3)), rng.normal(size=(2000, 3))
     y, yd = (x[:, 1] > 0.5).astype(int), (xd[:, 1] > 0.5).astype(int)
-    assert bp.probe_auc((x, y), (xd, yd)) > 0.95
-    assert abs(bp.probe_auc((x, rng.integers(0, 2, 400)), (xd, rng.integers(0, 2, 400))) - 0.5) < 0.1
-    assert bp.probe_auc((x, np.zeros(400, int)), (xd, yd)) is None  # one class: nothing to fit
+    signal = bp.probe_scores((x, y), (xd, yd), recalls=(0.99,))
+    assert signal["auc"] > 0.99 and signal["skip_at_recall"]["0.99"] > 0.95  # nearly every other block ranks below
+    noise = bp.probe_scores((x, rng.integers(0, 2, 2000)), (xd, rng.integers(0, 2, 2000)), recalls=(0.5, 0.99))
+    assert abs(noise["auc"] - 0.5) < 0.05
+    assert abs(noise["skip_at_recall"]["0.5"] - 0.5) < 0.06 and noise["skip_at_recall"]["0.99"] < 0.05
+    assert bp.probe_scores((x, np.zeros(2000, int)), (xd, yd)) is None  # one class: nothing to fit
 
 
 def test_command_writes_json_and_markdown(tmp_run_root):
@@ -51,16 +54,20 @@ def test_command_writes_json_and_markdown(tmp_run_root):
     rec = json.loads((out / "block_probe.json").read_text())
     assert len(rec["layers"]) == cfg.model.config_overrides.num_hidden_layers and rec["train_blocks"] > 0
     for row in rec["layers"]:
-        assert set(row["auc"]) == {*bp.FAMILIES, "all"} and row["blocks"] > row["context_blocks"] > 0
-        assert all(0.0 <= v <= 1.0 for v in row["auc"].values())
-        assert 0.0 < row["answer_share"] < 1.0
-    assert (out / "block_probe.md").read_text().startswith("| layer | blocks | answer share |")
+        assert set(row["all_blocks"]) == set(row["context"]) == {*bp.FAMILIES, "all"}
+        assert row["blocks"] > row["context_blocks"] > 0 and 0.0 < row["answer_share"] < 1.0
+        assert all(0.0 <= v["auc"] <= 1.0 for v in row["all_blocks"].values())
+        assert all(set(v["skip_at_recall"]) == {"0.95", "0.99"} for v in row["context"].values() if v is not None)
+    text = (out / "block_probe.md").read_text()
+    assert "| layer | AUC, context blocks: position | diagonal | question | hidden | all |" in text
+    assert "context blocks skippable at answer recall 0.99" in text
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["experiment=quickstart", "skim=blockskim"], "skim=none"),
     (["experiment=quickstart_cls", "skim=none"], "data.task=qa"),
     (["experiment=quickstart", "skim=none", "min_answer_tokens=0"], "min_answer_tokens"),
+    (["experiment=quickstart", "skim=none", "recalls=[0.9,1.5]"], "recalls"),
 ])  # fmt: skip
 def test_bad_setups_are_config_errors(overrides, message, tmp_run_root):
     cfg = compose_cfg(overrides, config_name="block_probe", output_dir=tmp_run_root / "x")
