@@ -25,7 +25,6 @@ Writes ``block_probe.json`` / ``.md`` into the run directory.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -37,9 +36,9 @@ import skim  # noqa: F401
 from skim.errors import ConfigError
 from skim.strategies.blockskim import block_labels
 from skim.tasks.base_module import validate_config
-from skim.tasks.checkpoint import load_task_module
+from skim.tasks.checkpoint import run_module
 from skim.utils.config_store import register_configs
-from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_json
+from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_report
 
 register_configs()
 
@@ -195,11 +194,7 @@ def run_block_probe(cfg: DictConfig) -> dict:
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
-    if cfg.get("ckpt_path"):
-        module = load_task_module(cfg)
-    else:
-        module = instantiate(cfg.module)
-        module.init_from_checkpoint()
+    module = run_module(cfg)
     module.use_attn_implementation("eager")  # the only one that returns every layer's probabilities
     module.eval()
     special = list(dm.tokenizer.all_special_ids)
@@ -208,13 +203,10 @@ def run_block_probe(cfg: DictConfig) -> dict:
     dev = collect(module, dm.val_dataloader(), *args)
     recalls = tuple(float(r) for r in cfg.recalls)
     rows = probe_report(train, dev, recalls)
-    out_dir = Path(cfg.paths.output_dir)
     record = {"overrides": hydra_overrides(), "git_commit": git_commit(), "block_size": cfg.block_size,
               "min_answer_tokens": cfg.min_answer_tokens, "train_blocks": len(train["labels"]),
               "data_info": dm.describe(), "layers": rows}  # fmt: skip
-    write_json(out_dir / "block_probe.json", record)
-    (out_dir / "block_probe.md").write_text(to_markdown(rows, recalls))
-    print(to_markdown(rows, recalls))
+    write_report(cfg.paths.output_dir, "block_probe", record, to_markdown(rows, recalls))
     return {}
 
 

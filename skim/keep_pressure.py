@@ -19,7 +19,6 @@ The model is the run's starting point: ``model.init_checkpoint`` (dense weights,
 from __future__ import annotations
 
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -29,9 +28,9 @@ from omegaconf import DictConfig
 import skim  # noqa: F401
 from skim.errors import ConfigError
 from skim.tasks.base_module import validate_config
-from skim.tasks.checkpoint import load_task_module
+from skim.tasks.checkpoint import run_module
 from skim.utils.config_store import register_configs
-from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_json
+from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_report
 
 register_configs()
 
@@ -92,21 +91,14 @@ def run_keep_pressure(cfg: DictConfig) -> dict:
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
-    if cfg.get("ckpt_path"):
-        module = load_task_module(cfg)
-    else:
-        extra = {}
-        if dm.task == "cls":
-            extra = {"num_labels": dm.num_labels, "is_regression": dm.is_regression, "metric_names": dm.metric_names}
-        module = instantiate(cfg.module, **extra)
-        module.init_from_checkpoint()
+    extra = {}
+    if dm.task == "cls":
+        extra = {"num_labels": dm.num_labels, "is_regression": dm.is_regression, "metric_names": dm.metric_names}
+    module = run_module(cfg, **extra)
     rows = keep_pressure(module, islice(iter(dm.train_dataloader()), cfg.n_batches))
-    out_dir = Path(cfg.paths.output_dir)
     record = {"overrides": hydra_overrides(), "git_commit": git_commit(), "n_batches": cfg.n_batches,
               "batch_size": cfg.data.batch_size, "data_info": dm.describe(), "layers": rows}
-    write_json(out_dir / "keep_pressure.json", record)
-    (out_dir / "keep_pressure.md").write_text(to_markdown(rows))
-    print(to_markdown(rows))
+    write_report(cfg.paths.output_dir, "keep_pressure", record, to_markdown(rows))
     return {}
 
 

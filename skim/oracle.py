@@ -15,8 +15,6 @@ directory:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 import torch
 from omegaconf import DictConfig
@@ -25,7 +23,7 @@ import skim  # noqa: F401
 from skim.errors import ConfigError
 from skim.metrics.flops import EncoderShape, layer_macs
 from skim.utils.config_store import register_configs
-from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_json
+from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_report
 
 register_configs()
 
@@ -112,11 +110,8 @@ def run_oracle(cfg: DictConfig) -> dict:
         shapes[name] = EncoderShape(*dims)
     feats = dm.eval_dataset.select_columns(["attention_mask", "protect_mask", "start_positions", "end_positions"])
     report = oracle_report(list(feats), shapes, dm.max_seq_length, cfg.block_size, list(cfg.oracle_after))
-    out_dir = Path(cfg.paths.output_dir)
     record = {"overrides": hydra_overrides(), "git_commit": git_commit(), "data_info": dm.describe(), **report}
-    write_json(out_dir / "oracle.json", record)
-    (out_dir / "oracle.md").write_text(to_markdown(report, dm.max_seq_length))
-    print(to_markdown(report, dm.max_seq_length))
+    write_report(cfg.paths.output_dir, "oracle", record, to_markdown(report, dm.max_seq_length))
     return {}
 
 

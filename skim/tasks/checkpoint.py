@@ -68,6 +68,19 @@ def load_task_module(cfg: DictConfig, **kwargs: Any):
     return module
 
 
+def run_module(cfg: DictConfig, **kwargs: Any):
+    """The model a diagnostic measures: the trained ``cfg.ckpt_path``, else ``cfg.module`` built from the run's starting
+    point (``model.init_checkpoint``, or the pretrained weights; the strategy's predictors fresh). ``kwargs`` go to
+    the module's constructor."""
+    from hydra.utils import instantiate
+
+    if cfg.get("ckpt_path"):
+        return load_task_module(cfg)
+    module = instantiate(cfg.module, **kwargs)
+    module.init_from_checkpoint()
+    return module
+
+
 def _load(path: Path) -> Any:
     try:
         # memory-mapped: checking a 300 MB checkpoint before the run reads almost none of it

@@ -116,6 +116,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, p)
 
 
+def write_report(out_dir: str | os.PathLike, name: str, record: dict[str, Any], markdown: str) -> None:
+    """A diagnostic's ``<name>.json`` (the whole record) and ``<name>.md`` (its table) in the run directory; the table
+    is printed too."""
+    write_json(Path(out_dir) / f"{name}.json", record)
+    (Path(out_dir) / f"{name}.md").write_text(markdown)
+    print(markdown)
+
+
 def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
     """Run a task so that a failure is one clear line, a FAILED marker and a non-zero exit, and W&B always closes.
 
