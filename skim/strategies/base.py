@@ -112,6 +112,8 @@ class SkimStrategy(nn.Module):
         return 0
 
     def predictor_tokens(self, out: EncoderOutput) -> torch.Tensor:
+        """[num_layers, B] tokens each layer's predictor reads (a strategy whose cost depends on more per-example counts
+        returns [num_layers, B, k]; :meth:`predictor_macs` then gets [B, k])."""
         return out.tokens_before_decision if self.predictor_reads == "before" else out.kept_per_layer
 
     # ---- evaluation statistics (summed over batches and ranks) -------------------------------------------

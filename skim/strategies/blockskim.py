@@ -11,6 +11,11 @@ Faithful defaults; the original code's quirks are flags:
   in the batch); False (default) lets every example keep exactly its own blocks.
 * ``ignore_padding_blocks`` – the original computes the block loss over every block of the padded input.
 
+Not in the original: ``question_attention`` also gives the predictor, per head, the attention that the protected
+tokens ([CLS], question, [SEP]) give each block and that the block's tokens give them. A diagonal block holds no
+question–context attention, and on real SQuAD the first layers' predictors cannot rank answer blocks without it
+(README, "Why Block-Skim keeps every block"; ``python -m skim.block_probe`` measures what each input tells).
+
 The predictor reads attention probabilities after dropout (as the original). Training computes them with eager
 attention inside the strategy's attention function. At inference on CPU the [n, n] probabilities are never
 materialised: the fused kernel returns each row's log-sum-exp, and only the diagonal blocks that hold a live token are
@@ -55,12 +60,15 @@ class BlockSkimConfig(StrategyConfig):
     skim_in_training: bool = False
     ignore_padding_blocks: bool = False
     skimmed_logit: float = -100.0
+    #: not in the original: the predictor also reads the question-context attention of every block (module docstring)
+    question_attention: bool = False
 
 
 class BlockPredictor(nn.Module):
-    """2 x [Conv3x3 - BN - ReLU - AvgPool2] + Linear(H*bs*bs/16 -> 2) over one diagonal block (heads = channels)."""
+    """2 x [Conv3x3 - BN - ReLU - AvgPool2] + Linear(H*bs*bs/16 -> 2) over one diagonal block (heads = channels);
+    with ``question_features``, those features of the block (batch-normalised) join the CNN's before the Linear."""
 
-    def __init__(self, num_heads: int, block_size: int):
+    def __init__(self, num_heads: int, block_size: int, question_features: int = 0):
         super().__init__()
         if block_size % 4:
             raise ConfigError(f"skim.block_size must be a multiple of 4 (two 2x2 poolings), got {block_size}")
@@ -69,7 +77,8 @@ class BlockPredictor(nn.Module):
         self.conv2 = nn.Conv2d(num_heads, num_heads, 3, padding=1)
         self.bn2 = nn.BatchNorm2d(num_heads)
         self.pool = nn.AvgPool2d(2, 2)
-        self.fc = nn.Linear(num_heads * (block_size // 4) ** 2, 2)
+        self.question_norm = nn.BatchNorm1d(question_features) if question_features else None
+        self.fc = nn.Linear(num_heads * (block_size // 4) ** 2 + question_features, 2)
         nn.init.normal_(self.fc.weight, std=0.02)  # HF init_weights re-inits Linear layers like this
         nn.init.zeros_(self.fc.bias)
         # inference only: the convolutions with the batch norms folded in, and the logits of an all-zero block
@@ -88,7 +97,8 @@ class BlockPredictor(nn.Module):
         self._drop_folded()
         return super()._apply(fn, recurse)
 
-    def forward(self, blocks: torch.Tensor) -> torch.Tensor:  # [N, H, bs, bs] -> [N, 2]
+    def forward(self, blocks: torch.Tensor, question: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, H, bs, bs] blocks (and [N, F] question features) -> [N, 2] logits."""
         x = blocks
         if self.training or torch.is_grad_enabled():
             # (channels-last is slower here: 177 vs 123 ms forward + backward for 384 blocks in a one-off profile, 2 cores)
@@ -99,7 +109,10 @@ class BlockPredictor(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
             for (w, b), conv in zip(self._folded_convs(), (self.conv1, self.conv2)):
                 x = self.pool(F.relu(F.conv2d(x, w, b, padding=conv.padding), inplace=True))
-        return self.fc(x.flatten(1))
+        x = x.flatten(1)
+        if self.question_norm is not None:
+            x = torch.cat([x, self.question_norm(question.to(x.dtype))], 1)
+        return self.fc(x)
 
     def _folded_convs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Convolution weights with the batch norms folded in (channels-last). Cached in eval mode: ``train()``,
@@ -109,6 +122,9 @@ class BlockPredictor(nn.Module):
         pairs = ((self.conv1, self.bn1), (self.conv2, self.bn2))
         tensors = [t for conv, bn in pairs for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)]
         tensors += [self.fc.weight, self.fc.bias]  # not folded, but the cached zero-block logits depend on them
+        if self.question_norm is not None:
+            q = self.question_norm
+            tensors += [q.weight, q.bias, q.running_mean, q.running_var]
         cacheable = not any(t.is_inference() for t in tensors)  # inference tensors have no version counter
         key = tuple((t.data_ptr(), t._version) for t in tensors) if cacheable else None
         if cacheable and self._folded is not None and self._folded[0] == key:
@@ -124,13 +140,15 @@ class BlockPredictor(nn.Module):
     def block_logits(self, blocks: DiagonalBlocks) -> torch.Tensor:
         """[B, K, 2] logits of every block. Blocks without a live token are all zero, and in eval mode (batch norm with
         running statistics, per block) the CNN maps every such block to the same logits: computed once."""
-        x = self(blocks.values.to(self.fc.weight.dtype))
+        x = self(blocks.values.to(self.fc.weight.dtype), blocks.question)
         B, K = blocks.batch, blocks.num_blocks
         if blocks.index is None or x.shape[0] == B * K:
             return x.view(B, K, 2)
         zero = self._zero_logits
         if zero is None or zero.dtype != x.dtype:
-            zero = self(blocks.values.new_zeros((1, *blocks.values.shape[1:]), dtype=self.fc.weight.dtype))
+            # a block without a live token has all-zero question features too
+            question = None if blocks.question is None else blocks.question.new_zeros((1, blocks.question.shape[1]))
+            zero = self(blocks.values.new_zeros((1, *blocks.values.shape[1:]), dtype=self.fc.weight.dtype), question)
             self._zero_logits = zero if self._folded is not None else None
         return zero.expand(B * K, 2).index_copy(0, blocks.index, x).view(B, K, 2)
 
@@ -146,13 +164,15 @@ class DiagonalBlocks:
     dead tokens (padding, skimmed) are zero and a ragged last block is zero-padded, so a block's input is the same
     whether its sequence was masked (full length) or packed (prune mode). ``index`` [N] is the flat ``b * K + k``
     position of each block when only the blocks holding a live token are present (inference), None when all ``B * K``
-    are (training: the original's batch norm sees every block of the padded batch).
+    are (training: the original's batch norm sees every block of the padded batch). ``question`` [N, 2H]: the blocks'
+    question-attention features (:func:`question_block_features`), with ``question_attention`` only.
     """
 
     values: torch.Tensor
     index: torch.Tensor | None
     batch: int
     num_blocks: int
+    question: torch.Tensor | None = None
 
     @staticmethod
     def stack_rows(parts: list[tuple[torch.Tensor, DiagonalBlocks]], batch: int, width: int) -> DiagonalBlocks:
@@ -161,7 +181,8 @@ class DiagonalBlocks:
         bs = parts[0][1].values.shape[-1]
         K = -(-width // bs)
         index = torch.cat([rows[p.index // p.num_blocks] * K + p.index % p.num_blocks for rows, p in parts])
-        return DiagonalBlocks(torch.cat([p.values for _, p in parts]), index, batch, K)
+        question = None if parts[0][1].question is None else torch.cat([p.question for _, p in parts])
+        return DiagonalBlocks(torch.cat([p.values for _, p in parts]), index, batch, K, question)
 
 
 def block_liveness(alive: torch.Tensor, block_size: int) -> tuple[torch.Tensor, int]:
@@ -291,6 +312,52 @@ def live_diagonal_blocks(query, key, lse, alive, scaling: float, bs: int) -> Dia
     return DiagonalBlocks(scores.view(N, H, bs, bs).exp_().contiguous(memory_format=torch.channels_last), index, B, K)
 
 
+def question_attention_from_probs(probs: torch.Tensor, question: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, H, n, n] probabilities and the [B, n] bool question tokens -> [B, H, n] attention each token receives from the
+    question's tokens (their mean) and [B, H, n] attention each token gives the question's tokens (their sum)."""
+    q = question.to(probs.dtype)
+    received = torch.matmul(q[:, None, None, :], probs).squeeze(2) / q.sum(1).clamp_min(1)[:, None, None]
+    return received, torch.matmul(probs, q[:, None, :, None]).squeeze(-1)
+
+
+def question_attention_from_lse(query, key, lse, question: torch.Tensor, alive: torch.Tensor, scaling: float):
+    """:func:`question_attention_from_probs` from queries, keys and each query's log-sum-exp (the fused path): only the
+    question's rows and columns of the probabilities, O(n * q * d) per head for q question tokens, in float32."""
+    B, H, _, d = query.shape
+    counts = question.sum(1)
+    m = max(int(counts.max()), 1)
+    # each example's question positions first, in order; the padding columns after them are zeroed
+    pos = torch.sort(question.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :m]
+    valid = (torch.arange(m, device=query.device) < counts[:, None]).float()
+    at = pos[:, None, :, None].expand(B, H, m, d)
+    with torch.autocast(query.device.type, enabled=False):
+        q_rows, q_keys = query.gather(2, at).float(), key.gather(2, at).float()
+        rows = torch.matmul(q_rows, key.float().transpose(-1, -2)).mul_(scaling)
+        rows = rows.sub_(lse.gather(2, pos[:, None, :].expand(B, H, m))[..., None]).exp_()
+        rows = rows * alive[:, None, None, :] * valid[:, None, :, None]  # dead keys had no weight in the layer
+        cols = torch.matmul(query.float(), q_keys.transpose(-1, -2)).mul_(scaling).sub_(lse[..., None]).exp_()
+        return rows.sum(2) / counts.clamp_min(1)[:, None, None], (cols * valid[:, None, None, :]).sum(-1)
+
+
+def question_block_features(
+    received: torch.Tensor, given: torch.Tensor, alive: torch.Tensor, bs: int, index: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[B, H, n] question attention per token -> [B * K, 2H] per block and head: what the question gives the block
+    (summed over its live tokens) and what the block gives the question (averaged over them); the rows ``index``
+    only, when given. A block without a live token has all-zero features."""
+    B, H, n = received.shape
+    live, K = block_liveness(alive, bs)
+    live = live.view(B, K, 1, bs).float()
+
+    def per_block(v: torch.Tensor) -> torch.Tensor:  # [B, H, n] -> [B, K, H, bs]
+        return F.pad(v.float(), (0, K * bs - n)).view(B, H, K, bs).transpose(1, 2)
+
+    to_block = (per_block(received) * live).sum(-1)
+    from_block = (per_block(given) * live).sum(-1) / live.sum(-1).clamp_min(1)
+    out = torch.cat([to_block, from_block], -1).view(B * K, 2 * H)
+    return out if index is None else out.index_select(0, index)
+
+
 def blockskim_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Attention that also returns the diagonal ``skim_block_size`` blocks of its probabilities
     (:class:`DiagonalBlocks`) instead of the full [B, H, n, n] weights.
@@ -298,9 +365,11 @@ def blockskim_attention(module, query, key, value, attention_mask, scaling=None,
     Without ``skim_block_size`` it is plain SDPA. In training the blocks come from eager attention after dropout
     (gradients reach the backbone through them, as in the original); otherwise from the fused kernel's log-sum-exp,
     for every input size (at bs 1 and n ~ 170 as fast as eager probabilities on CPU, far faster beyond). Both are exact.
-    ``attention_mask`` is the encoder's [B, 1, 1, n] bool key mask.
+    ``attention_mask`` is the encoder's [B, 1, 1, n] bool key mask. ``skim_question_mask`` ([B, n] bool, with
+    ``question_attention``): the blocks also get their question-attention features.
     """
     bs = kwargs.pop("skim_block_size", None)
+    question = kwargs.pop("skim_question_mask", None)
     if bs is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
@@ -313,9 +382,16 @@ def blockskim_attention(module, query, key, value, attention_mask, scaling=None,
         probs = (torch.matmul(query, key.transpose(-1, -2)) * scaling + additive).softmax(-1)
         probs = F.dropout(probs, p=dropout, training=module.training)
         out, blocks = AttendWithDiagonalBlocks.apply(probs, value, bs)
-        return out.transpose(1, 2).contiguous(), mask_blocks(blocks, alive, bs)
+        blocks = mask_blocks(blocks, alive, bs)
+        if question is not None:
+            blocks.question = question_block_features(*question_attention_from_probs(probs, question), alive, bs)
+        return out.transpose(1, 2).contiguous(), blocks
     out, lse = _fused_attention_with_lse(query, key, value, additive, scaling)
-    return out.transpose(1, 2).contiguous(), live_diagonal_blocks(query, key, lse, alive, scaling, bs)
+    blocks = live_diagonal_blocks(query, key, lse, alive, scaling, bs)
+    if question is not None:
+        received_given = question_attention_from_lse(query, key, lse, question, alive, scaling)
+        blocks.question = question_block_features(*received_given, alive, bs, blocks.index)
+    return out.transpose(1, 2).contiguous(), blocks
 
 
 AttentionInterface.register(ATTN_NAME, blockskim_attention)
@@ -354,8 +430,9 @@ class BlockSkim(SkimStrategy):
         super().attach(encoder)
         self.skim_layers = self.resolve_layers(self.cfg.skim_layers, encoder.num_layers)
         heads = encoder.backbone.config.num_attention_heads
+        question = 2 * heads if self.cfg.question_attention else 0
         for i in self.skim_layers:
-            self.predictors[str(i)] = BlockPredictor(heads, self.cfg.block_size)
+            self.predictors[str(i)] = BlockPredictor(heads, self.cfg.block_size, question)
 
     @classmethod
     def check_compatible(cls, task: str, attn_implementation: str) -> None:
@@ -368,7 +445,16 @@ class BlockSkim(SkimStrategy):
 
     def layer_kwargs(self, state: SkimState) -> dict[str, Any]:
         # read by blockskim_attention (ignored by HF's eager attention, which returns the full probabilities)
-        return {"skim_block_size": self.cfg.block_size} if state.layer in self.skim_layers else {}
+        if state.layer not in self.skim_layers:
+            return {}
+        if self.cfg.question_attention:
+            return {"skim_block_size": self.cfg.block_size, "skim_question_mask": self._question(state)}
+        return {"skim_block_size": self.cfg.block_size}
+
+    @staticmethod
+    def _question(state: SkimState) -> torch.Tensor:
+        """[B, n] bool: the live protected tokens ([CLS], question, [SEP]) of the current sequence."""
+        return state.gather_full(state.protect_full) & state.alive
 
     def _skimming(self) -> bool:
         return (not self.training) or self.cfg.skim_in_training
@@ -381,6 +467,9 @@ class BlockSkim(SkimStrategy):
         blocks = attn_probs
         if not isinstance(blocks, DiagonalBlocks):  # HF eager attention: the full [B, H, n, n] probabilities
             blocks = diagonal_blocks(attn_probs, state.alive, bs, live_only=not self.training)
+            if self.cfg.question_attention:
+                received_given = question_attention_from_probs(attn_probs, self._question(state))
+                blocks.question = question_block_features(*received_given, state.alive, bs, blocks.index)
         logits = self.predictors[str(i)].block_logits(blocks)
         B, K = blocks.batch, blocks.num_blocks
         n = state.alive.shape[1]
@@ -408,14 +497,27 @@ class BlockSkim(SkimStrategy):
         state.extras.setdefault("block_keep", {})[i] = keep
         return keep.repeat_interleave(bs, dim=1)[:, :n]
 
+    def predictor_tokens(self, out: EncoderOutput) -> torch.Tensor:
+        """The layer's tokens [L, B]; with ``question_attention`` [L, B, 2]: also its live protected tokens, whose rows
+        and columns of the probabilities the question features are computed from."""
+        tokens = super().predictor_tokens(out)
+        return torch.stack([tokens, out.special_per_layer], -1) if self.cfg.question_attention else tokens
+
     def predictor_macs(self, layer: int, tokens: torch.Tensor, hidden: int) -> torch.Tensor | int:
-        """CNN cost on the ceil(tokens / bs) blocks that enter layer ``layer``'s predictor (BN/ReLU/pool ignored)."""
+        """CNN cost on the ceil(tokens / bs) blocks that enter layer ``layer``'s predictor (BN/ReLU/pool ignored); with
+        ``question_attention`` (``tokens`` [B, 2]: tokens, question tokens q) also the question's rows and columns of
+        the attention scores, 2 * q * tokens * hidden over all heads, and the Linear's share of the 2H features."""
         if layer not in self.skim_layers:
             return 0
+        question = None
+        if self.cfg.question_attention:
+            tokens, question = tokens[..., 0], tokens[..., 1]
         bs = self.cfg.block_size
         heads = self.predictors[str(layer)].conv1.in_channels
         per_block = heads * heads * 9 * bs * bs + heads * heads * 9 * (bs // 2) ** 2 + heads * (bs // 4) ** 2 * 2
-        return -(-tokens // bs) * per_block
+        if question is None:
+            return -(-tokens // bs) * per_block
+        return -(-tokens // bs) * (per_block + 2 * heads * 2) + 2 * question * tokens * hidden
 
     # ---- training loss -----------------------------------------------------------------------------------
     def _labels_for(self, batch: dict[str, torch.Tensor], length: int) -> torch.Tensor:
