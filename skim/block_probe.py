@@ -10,8 +10,9 @@ on the training blocks and scored by ROC AUC on the evaluation blocks:
 * ``position``: the block's index, absolute and relative to the example's real blocks (what the place alone tells);
 * ``diagonal``: per head, the attention mass the block's tokens give their own block and their largest weight inside
   it (a summary of what Block-Skim's CNN reads);
-* ``question``: per head, the attention mass the question's tokens give the block and the block's tokens give the
-  question: the question–context attention, which no diagonal block holds;
+* ``question``: per head, the attention the protected tokens ([CLS], question, [SEP]) give the block and the block's
+  tokens give them: the question–context attention, which no diagonal block holds (the features that
+  ``skim=blockskim_question`` adds to its predictor's input);
 * ``hidden``: the block's mean hidden state after the layer (Transkimmer's predictor reads it per token);
 * ``all``: the four together.
 
@@ -34,7 +35,7 @@ from omegaconf import DictConfig
 
 import skim  # noqa: F401
 from skim.errors import ConfigError
-from skim.strategies.blockskim import block_labels
+from skim.strategies.blockskim import block_labels, question_attention_from_probs, question_block_features
 from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import run_module
 from skim.utils.config_store import register_configs
@@ -53,12 +54,12 @@ def block_features(
     block_size: int,
 ) -> list[dict[str, torch.Tensor]]:
     """Per layer, each family's features of every block: ``[B, K, F]``. ``attentions[i]``: layer i's [B, H, n, n]
-    probabilities; ``hidden_states[i + 1]``: its output; ``real`` / ``question``: [B, n] 0/1 token masks."""
+    probabilities; ``hidden_states[i + 1]``: its output; ``real`` / ``question``: [B, n] bool token masks."""
     B, n = real.shape
     bs = block_size
     K, pad = -(-n // bs), -n % bs
     N = K * bs
-    rp, qp = F.pad(real.float(), (0, pad)), F.pad(question.float(), (0, pad))
+    rp = F.pad(real.float(), (0, pad))
     per_block = rp.view(B, K, bs).sum(-1).clamp_min(1)  # real tokens per block
 
     def pool(v: torch.Tensor) -> torch.Tensor:  # [B, H, N] per token -> [B, K, H]: mean over the block's real tokens
@@ -75,31 +76,30 @@ def block_features(
         to_block, max_block = p.sum(-1), p.amax(-1)  # [B, H, N, K]: what each query gives each block
         own_mass = to_block.gather(-1, own.expand(B, H, N, 1)).squeeze(-1)
         own_max = max_block.gather(-1, own.expand(B, H, N, 1)).squeeze(-1)
-        from_question = (to_block * qp[:, None, :, None]).sum(2) / qp.sum(1).clamp_min(1)[:, None, None]
-        to_question = (full @ qp[:, None, :, None]).squeeze(-1)  # [B, H, N]: what each query gives the question
+        # the features skim=blockskim_question gives its predictor
+        question_feats = question_block_features(*question_attention_from_probs(probs, question), real, bs)
         hidden = F.pad(hidden_states[i + 1].float(), (0, 0, 0, pad)).view(B, K, bs, -1)
         out.append({
             "position": position,
             "diagonal": torch.cat([pool(own_mass), pool(own_max)], -1),
-            "question": torch.cat([from_question.transpose(1, 2), pool(to_question)], -1),
+            "question": question_feats.view(B, K, 2 * H),
             "hidden": (hidden * rp.view(B, K, bs, 1)).sum(2) / per_block[..., None],
         })  # fmt: skip
     return out
 
 
 @torch.no_grad()
-def collect(module, loader, special_ids: list[int], block_size: int, min_answer_tokens: int) -> dict[str, Any]:
+def collect(module, loader, block_size: int, min_answer_tokens: int) -> dict[str, Any]:
     """Every real block's features per layer and family, its label and whether it is a context block."""
     backbone = module.encoder.backbone
     feats: list[dict[str, list[torch.Tensor]]] = []
     labels, context = [], []
     for batch in loader:
         mask = batch["attention_mask"]
-        protect = batch["protect_mask"].bool()
-        question = protect & ~torch.isin(batch["input_ids"], torch.tensor(special_ids))
+        protect = batch["protect_mask"].bool() & mask.bool()
         out = backbone(input_ids=batch["input_ids"], attention_mask=mask, token_type_ids=batch.get("token_type_ids"),
                        output_attentions=True, output_hidden_states=True)  # fmt: skip
-        layers = block_features(out.attentions, out.hidden_states, mask, question, block_size)
+        layers = block_features(out.attentions, out.hidden_states, mask.bool(), protect.clone(), block_size)
         B, n = mask.shape
         K, pad = -(-n // block_size), -n % block_size
         valid = F.pad(mask, (0, pad)).view(B, K, block_size).any(-1)
@@ -197,8 +197,7 @@ def run_block_probe(cfg: DictConfig) -> dict:
     module = run_module(cfg)
     module.use_attn_implementation("eager")  # the only one that returns every layer's probabilities
     module.eval()
-    special = list(dm.tokenizer.all_special_ids)
-    args = (special, cfg.block_size, cfg.min_answer_tokens)
+    args = (cfg.block_size, cfg.min_answer_tokens)
     train = collect(module, dm.train_dataloader(), *args)
     dev = collect(module, dm.val_dataloader(), *args)
     recalls = tuple(float(r) for r in cfg.recalls)

@@ -18,7 +18,7 @@ def test_block_features_match_a_hand_computation():
     torch.manual_seed(0)
     probs = torch.randn(1, 1, 5, 5).softmax(-1)
     hidden = torch.randn(1, 5, 3)
-    real, question = torch.ones(1, 5), torch.tensor([[0.0, 1, 0, 0, 0]])
+    real, question = torch.ones(1, 5, dtype=torch.bool), torch.tensor([[False, True, False, False, False]])
     (layer,) = bp.block_features((probs,), (None, hidden), real, question, block_size=2)
     P = probs[0, 0]
     blocks = [[0, 1], [2, 3], [4]]
