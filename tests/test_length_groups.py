@@ -123,3 +123,22 @@ def test_the_model_config_turns_them_on():
     assert QAModule(model={**model, "length_groups": True}, skim={"name": "none"}).encoder.length_groups is True
     with pytest.raises(ConfigError, match="model.length_groups must be true or false, got 'yes'"):
         QAModule(model={**model, "length_groups": "yes"}, skim={"name": "none"})
+
+
+def test_groups_keep_block_logits_with_their_examples_when_every_block_is_live():
+    """Groups run longest first: when every block of the batch holds a live token, their logits must still go back to
+    their own examples (the stacked blocks are in group order, not batch order)."""
+    enc = SkimEncoder(tiny_bert(BLOCKSKIM_ATTN, layers=3, hidden=32, heads=4), build_strategy({"name": "blockskim", "threshold": 0.0})).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in enc.strategy.predictors.values():
+            p.fc.weight.normal_(0, 3.0)
+    lengths = torch.tensor([70, 96, 69, 68])  # 3 blocks each, all live: no dead block to fill in
+    ids = torch.randint(1, 120, (4, 96), generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(96)[None] < lengths[:, None]).long()
+    with torch.no_grad():
+        whole = enc(ids * mask, mask, mode="prune")
+        enc.length_groups = True
+        grouped = enc(ids * mask, mask, mode="prune")
+    for i, (logits, _, _) in whole.extras["block_logits"].items():
+        torch.testing.assert_close(grouped.extras["block_logits"][i][0], logits, atol=1e-4, rtol=1e-4)

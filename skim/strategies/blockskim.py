@@ -142,8 +142,10 @@ class BlockPredictor(nn.Module):
         running statistics, per block) the CNN maps every such block to the same logits: computed once."""
         x = self(blocks.values.to(self.fc.weight.dtype), blocks.question)
         B, K = blocks.batch, blocks.num_blocks
-        if blocks.index is None or x.shape[0] == B * K:
+        if blocks.index is None:
             return x.view(B, K, 2)
+        if x.shape[0] == B * K:  # every block live, but in the order of ``index`` (length groups stack longest first)
+            return torch.empty_like(x).index_copy_(0, blocks.index, x).view(B, K, 2)
         zero = self._zero_logits
         if zero is None or zero.dtype != x.dtype:
             # a block without a live token has all-zero question features too
