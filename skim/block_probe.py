@@ -17,8 +17,10 @@ on the training blocks and scored by ROC AUC on the evaluation blocks:
 * ``all``: the four together.
 
 Blocks are those holding a real token; an answer block holds at least ``min_answer_tokens`` answer tokens (the
-strategy's own labels: 1 is the fixed rule, 2 the original's). ``auc`` is over every such block, as Block-Skim's
-``block_auc_layer*``; ``context`` fits and scores only blocks without [CLS] / question / [SEP] tokens, the ones a
+strategy's own labels: 1 is the fixed rule, 2 the original's; as there, a window without the answer is labelled at
+[CLS], so with rule 1 its first block counts as an answer block in ``auc``, not in the context blocks). ``auc`` is over every such block, as Block-Skim's
+``block_auc_layer*``; ``context`` fits and scores only blocks without [CLS] / question / first [SEP] tokens (the
+closing [SEP] alone does not count, as in ``skim.oracle``), the ones a
 skimming decision is about, and adds, per answer-block recall in ``recalls``, the share of the other context blocks
 that the probe ranks below the threshold keeping that recall: what a skimmer reading that input could drop there.
 Writes ``block_probe.json`` / ``.md`` into the run directory.
@@ -131,7 +133,7 @@ def probe_scores(train: tuple, dev: tuple, recalls: tuple[float, ...] = ()) -> d
         return None
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y)
     p = probe.predict_proba(xd)[:, 1]
-    fpr, tpr, _ = roc_curve(yd, p)
+    fpr, tpr, _ = roc_curve(yd, p, drop_intermediate=False)  # every threshold: none reaching r may be dropped
     skip = {str(r): float(1.0 - fpr[np.argmax(tpr >= r)]) for r in recalls}
     return {"auc": float(roc_auc_score(yd, p)), "skip_at_recall": skip}
 

@@ -14,19 +14,20 @@ from tests.helpers.runs import FAST_DEV, compose_cfg
 
 
 def test_block_features_match_a_hand_computation():
-    # 5 tokens in blocks of 2 (the last block ragged), token 1 the question, one head
+    # 6 positions in blocks of 2, the last a padding token (block 2 holds one real token); tokens 0-1 the question
     torch.manual_seed(0)
-    probs = torch.randn(1, 1, 5, 5).softmax(-1)
-    hidden = torch.randn(1, 5, 3)
-    real, question = torch.ones(1, 5, dtype=torch.bool), torch.tensor([[False, True, False, False, False]])
+    real = torch.tensor([[True] * 5 + [False]])
+    probs = torch.randn(1, 1, 6, 6).masked_fill(~real[:, None, None], float("-inf")).softmax(-1)  # as the model's
+    hidden = torch.randn(1, 6, 3)
+    question = torch.tensor([[True, True, False, False, False, False]])
     (layer,) = bp.block_features((probs,), (None, hidden), real, question, block_size=2)
     P = probs[0, 0]
-    blocks = [[0, 1], [2, 3], [4]]
+    blocks = [[0, 1], [2, 3], [4]]  # the real tokens of each block
     for k, toks in enumerate(blocks):
         own_mass = sum(float(P[q, toks].sum()) for q in toks) / len(toks)
         own_max = sum(float(P[q, toks].max()) for q in toks) / len(toks)
-        from_question = float(P[1, toks].sum())
-        to_question = sum(float(P[q, 1]) for q in toks) / len(toks)
+        from_question = sum(float(P[q, toks].sum()) for q in (0, 1)) / 2
+        to_question = sum(float(P[q, [0, 1]].sum()) for q in toks) / len(toks)
         assert layer["diagonal"][0, k].tolist() == pytest.approx([own_mass, own_max], rel=1e-5)
         assert layer["question"][0, k].tolist() == pytest.approx([from_question, to_question], rel=1e-5)
         assert layer["hidden"][0, k].tolist() == pytest.approx(hidden[0, toks].mean(0).tolist(), rel=1e-5)
@@ -45,6 +46,14 @@ def test_probe_scores_find_a_linear_signal_and_not_noise():
     assert bp.probe_scores((x, np.zeros(2000, int)), (xd, yd)) is None  # one class: nothing to fit
 
 
+def test_skip_share_with_tied_scores_is_read_at_the_first_threshold_reaching_the_recall():
+    # one feature with 4 values; answers (y=1) at 3, 3, 2, 1 and the others at 2, 1, 0, 0, 0: the ROC points
+    # (0, .5), (.2, .75), (.4, 1) lie on a line, and roc_curve's default drops the middle one, where recall 0.75 is reached
+    x = np.array([3, 3, 2, 1, 2, 1, 0, 0, 0], dtype=float)[:, None]
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0])
+    assert bp.probe_scores((x, y), (x, y), recalls=(0.75, 1.0))["skip_at_recall"] == pytest.approx({"0.75": 0.8, "1.0": 0.6})
+
+
 def test_command_writes_json_and_markdown(tmp_run_root):
     out = tmp_run_root / "probe"
     sizes = [o for o in FAST_DEV if o.startswith("data.") and "max_train" not in o]  # 16 training questions
@@ -57,7 +66,8 @@ def test_command_writes_json_and_markdown(tmp_run_root):
         assert set(row["all_blocks"]) == set(row["context"]) == {*bp.FAMILIES, "all"}
         assert row["blocks"] > row["context_blocks"] > 0 and 0.0 < row["answer_share"] < 1.0
         assert all(0.0 <= v["auc"] <= 1.0 for v in row["all_blocks"].values())
-        assert all(set(v["skip_at_recall"]) == {"0.95", "0.99"} for v in row["context"].values() if v is not None)
+        scored = [v for v in row["context"].values() if v is not None]
+        assert scored and all(set(v["skip_at_recall"]) == {"0.95", "0.99"} for v in scored)
     text = (out / "block_probe.md").read_text()
     assert "| layer | AUC, context blocks: position | diagonal | question | hidden | all |" in text
     assert "context blocks skippable at answer recall 0.99" in text

@@ -59,7 +59,9 @@ def encoder_macs(
     """[num_layers, B] tokens entering each layer -> [B] encoder MACs (predictor included when given).
 
     ``predictor_macs(layer, tokens) -> tensor`` (``tokens``: [B] int64 counts, evaluated per layer, not per example)
-    and ``predictor_tokens`` ([num_layers, B], tokens the predictor of each layer reads) add the skim predictors' cost.
+    and ``predictor_tokens`` ([num_layers, B], tokens the predictor of each layer reads) add the skim predictors' cost;
+    a strategy whose cost needs more per-example counts gives [num_layers, B, k] and gets [B, k] (Block-Skim's
+    ``question_attention``: tokens and question tokens).
     ``input_tokens`` ([B]): tokens through the embedding projection (``shape.embed``), which runs before any skim
     decision; default ``kept_per_layer[0]``, short of it by the tokens a strategy drops before the first layer.
     """

@@ -13,8 +13,9 @@ Faithful defaults; the original code's quirks are flags:
 
 Not in the original: ``question_attention`` also gives the predictor, per head, the attention that the protected
 tokens ([CLS], question, [SEP]) give each block and that the block's tokens give them. A diagonal block holds no
-question–context attention, and on real SQuAD the first layers' predictors cannot rank answer blocks without it
-(README, "Why Block-Skim keeps every block"; ``python -m skim.block_probe`` measures what each input tells).
+question–context attention; on real SQuAD a linear probe ranks answer blocks best with it in layers 0–2 (``python -m
+skim.block_probe``), though the trained predictor gains far less (README, "Giving the predictor the question
+attention").
 
 The predictor reads attention probabilities after dropout (as the original). Training computes them with eager
 attention inside the strategy's attention function. At inference on CPU the [n, n] probabilities are never
@@ -317,9 +318,10 @@ def live_diagonal_blocks(query, key, lse, alive, scaling: float, bs: int) -> Dia
 def question_attention_from_probs(probs: torch.Tensor, question: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, H, n, n] probabilities and the [B, n] bool question tokens -> [B, H, n] attention each token receives from the
     question's tokens (their mean) and [B, H, n] attention each token gives the question's tokens (their sum)."""
-    q = question.to(probs.dtype)
-    received = torch.matmul(q[:, None, None, :], probs).squeeze(2) / q.sum(1).clamp_min(1)[:, None, None]
-    return received, torch.matmul(probs, q[:, None, :, None]).squeeze(-1)
+    with torch.autocast(probs.device.type, enabled=False):  # float32 as on the fused path, whatever the autocast
+        probs, q = probs.float(), question.float()
+        received = torch.matmul(q[:, None, None, :], probs).squeeze(2) / q.sum(1).clamp_min(1)[:, None, None]
+        return received, torch.matmul(probs, q[:, None, :, None]).squeeze(-1)
 
 
 def question_attention_from_lse(query, key, lse, question: torch.Tensor, alive: torch.Tensor, scaling: float):

@@ -71,7 +71,7 @@ def load_task_module(cfg: DictConfig, **kwargs: Any):
 def run_module(cfg: DictConfig, **kwargs: Any):
     """The model a diagnostic measures: the trained ``cfg.ckpt_path``, else ``cfg.module`` built from the run's starting
     point (``model.init_checkpoint``, or the pretrained weights; the strategy's predictors fresh). ``kwargs`` go to
-    the module's constructor."""
+    the module's constructor when it is built (a checkpoint brings its own)."""
     from hydra.utils import instantiate
 
     if cfg.get("ckpt_path"):
