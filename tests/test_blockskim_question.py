@@ -121,3 +121,31 @@ def test_question_attention_costs_its_rows_and_columns():
     base = plain.predictor_macs(0, tokens, hidden=32)
     # 2 * q * n * hidden for the scores, plus the Linear's 2H inputs on each block (4 blocks, 2 blocks)
     assert (with_q - base).tolist() == [2 * 12 * 100 * 32 + 4 * 2 * 8, 0 + 2 * 2 * 8]
+
+
+def test_dead_blocks_get_the_zero_block_logits_with_question_features():
+    """Live-only blocks (inference) give every block the logits that running all blocks gives, question features
+    and their batch norm's running statistics included; the cached zero-block logits follow a change of those."""
+    from skim.strategies.blockskim import BlockPredictor, diagonal_blocks
+
+    torch.manual_seed(0)
+    pred = BlockPredictor(4, 32, question_features=8).eval()
+    with torch.no_grad():
+        pred.question_norm.running_mean.uniform_(-0.5, 0.5), pred.question_norm.running_var.uniform_(0.5, 2.0)
+        pred.fc.weight.normal_(0, 1.0)
+    probs = torch.rand(3, 4, 100, 100).softmax(-1)
+    alive = torch.ones(3, 100, dtype=torch.bool)
+    alive[1, 50:] = False
+    question = torch.zeros(3, 100, dtype=torch.bool)
+    question[:, :10] = True
+    feats = question_attention_from_probs(probs, question)
+    every = diagonal_blocks(probs, alive, 32)
+    every.question = question_block_features(*feats, alive, 32)
+    live = diagonal_blocks(probs, alive, 32, live_only=True)
+    live.question = question_block_features(*feats, alive, 32, live.index)
+    with torch.no_grad():
+        a, b = pred.block_logits(every), pred.block_logits(live)
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        pred.question_norm.running_mean.add_(1.0)  # the cache must notice
+        torch.testing.assert_close(pred.block_logits(live), pred.block_logits(every), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(pred.block_logits(live)[1, 3], b[1, 3])
