@@ -33,11 +33,16 @@ from typing import Any
 import hydra
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import skim  # noqa: F401
 from skim.errors import ConfigError
-from skim.strategies.blockskim import block_labels, question_attention_from_probs, question_block_features
+from skim.strategies.blockskim import (
+    block_labels,
+    block_liveness,
+    question_attention_from_probs,
+    question_block_features,
+)
 from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import run_module
 from skim.utils.config_store import register_configs
@@ -98,17 +103,18 @@ def collect(module, loader, block_size: int, min_answer_tokens: int) -> dict[str
     labels, context = [], []
     for batch in loader:
         mask = batch["attention_mask"]
-        protect = batch["protect_mask"].bool() & mask.bool()
+        real = mask.bool()
+        question = batch["protect_mask"].bool() & real
         out = backbone(input_ids=batch["input_ids"], attention_mask=mask, token_type_ids=batch.get("token_type_ids"),
                        output_attentions=True, output_hidden_states=True)  # fmt: skip
-        layers = block_features(out.attentions, out.hidden_states, mask.bool(), protect.clone(), block_size)
+        layers = block_features(out.attentions, out.hidden_states, real, question, block_size)
         B, n = mask.shape
-        K, pad = -(-n // block_size), -n % block_size
-        valid = F.pad(mask, (0, pad)).view(B, K, block_size).any(-1)
+        live, K = block_liveness(real, block_size)
+        valid = live.any(-1).view(B, K)
         # the closing [SEP] alone does not make the last block a question block (as skim.oracle counts them)
-        protect[torch.arange(B), mask.sum(1) - 1] = False
+        question_blocks = question.index_put((torch.arange(B), mask.sum(1) - 1), torch.tensor(False))
         labels.append(block_labels(batch["start_positions"], batch["end_positions"], n, block_size, min_answer_tokens)[valid])
-        context.append(~F.pad(protect, (0, pad)).view(B, K, block_size).any(-1)[valid])
+        context.append(~block_liveness(question_blocks, block_size)[0].any(-1).view(B, K)[valid])
         if not feats:
             feats = [{f: [] for f in FAMILIES} for _ in layers]
         for acc, layer in zip(feats, layers):
@@ -190,8 +196,9 @@ def run_block_probe(cfg: DictConfig) -> dict:
         raise ConfigError(f"min_answer_tokens must be a positive integer, got {cfg.min_answer_tokens!r}")
     if not isinstance(cfg.block_size, int) or cfg.block_size < 1:
         raise ConfigError(f"block_size must be a positive integer, got {cfg.block_size!r}")
-    if not all(isinstance(r, float) and 0.0 < r <= 1.0 for r in cfg.recalls):
-        raise ConfigError(f"recalls must be answer-block recalls in (0, 1], got {list(cfg.recalls)}")
+    recalls = OmegaConf.to_container(cfg.recalls) if OmegaConf.is_list(cfg.recalls) else cfg.recalls
+    if not isinstance(recalls, list) or not all(isinstance(r, float) and 0.0 < r <= 1.0 for r in recalls):
+        raise ConfigError(f"recalls must be a list of answer-block recalls in (0, 1], got {recalls!r}")
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.data)
     dm.prepare_data()
@@ -202,7 +209,7 @@ def run_block_probe(cfg: DictConfig) -> dict:
     args = (cfg.block_size, cfg.min_answer_tokens)
     train = collect(module, dm.train_dataloader(), *args)
     dev = collect(module, dm.val_dataloader(), *args)
-    recalls = tuple(float(r) for r in cfg.recalls)
+    recalls = tuple(recalls)
     rows = probe_report(train, dev, recalls)
     record = {"overrides": hydra_overrides(), "git_commit": git_commit(), "block_size": cfg.block_size,
               "min_answer_tokens": cfg.min_answer_tokens, "train_blocks": len(train["labels"]),
