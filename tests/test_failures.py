@@ -242,3 +242,9 @@ def test_benchmark_options_are_checked_before_any_data(tmp_run_root, capsys, ove
 def test_unknown_scheduler_is_one_line_before_any_data(tmp_run_root, capsys):
     cfg = _cfg([*TINY, "data.validation_file=/nonexistent.json", "optim.scheduler=cosine_annealing"], tmp_run_root / "s")
     assert "optim.scheduler must be none or one of transformers' linear" in _one_line_error(capsys, train_mod.train, cfg)
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-3", "abc", "true"])
+def test_bad_skim_lr_is_one_line_before_any_data(tmp_run_root, capsys, value):
+    cfg = _cfg([*TINY, "data.validation_file=/nonexistent.json", f"optim.skim_lr={value}"], tmp_run_root / "s")
+    assert "optim.skim_lr must be null (optim.lr) or a learning rate > 0, got" in _one_line_error(capsys, train_mod.train, cfg)

@@ -240,3 +240,35 @@ def test_learning_rate_follows_transformers_linear_warmup_schedule(minilm_path):
         opt.step(), sched.step()
     expected = [0.0, 5e-4] + [1e-3 * (10 - s) / 8 for s in range(2, 10)]
     assert lrs == pytest.approx(expected)
+
+
+def test_skim_lr_gives_the_strategy_its_own_rate_under_the_same_schedule(minilm_path):
+    """optim.skim_lr: the strategy's parameters (and only they) learn at their own rate, warmed up and decayed by the
+    same schedule; weight decay still spares biases and norms. Without it the groups are the two of earlier runs."""
+    import lightning.pytorch as pl
+
+    from skim.tasks.qa_module import QAModule
+
+    model = {"pretrained_name_or_path": minilm_path, "random_init": True,
+             "config_overrides": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}}
+    skim = {"name": "blockskim", "skim_layers": [0]}
+    optim = {"lr": 1e-4, "weight_decay": 0.01, "warmup_ratio": 0.2, "scheduler": "linear"}
+    trainer = pl.Trainer(max_steps=10, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    plain = QAModule(model=model, skim=skim, optim=optim)
+    plain.trainer = trainer
+    assert [(g["initial_lr"], g["weight_decay"]) for g in plain.configure_optimizers()["optimizer"].param_groups] == [(1e-4, 0.01), (1e-4, 0.0)]
+
+    module = QAModule(model=model, skim=skim, optim={**optim, "skim_lr": 1e-3})
+    module.trainer = trainer
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    names = {id(p): n for n, p in module.named_parameters()}
+    strategy = {id(p) for p in module.strategy.parameters()}
+    assert strategy and sum(len(g["params"]) for g in opt.param_groups) == len(names)
+    for g in opt.param_groups:
+        own = {id(p) in strategy for p in g["params"]}
+        assert len(own) == 1 and g["initial_lr"] == (1e-3 if own.pop() else 1e-4) and g["lr"] == 0.0  # warm-up from 0
+        assert (g["weight_decay"] == 0.01) == all(p.ndim >= 2 and not names[id(p)].endswith(".bias") for p in g["params"])
+    for _ in range(3):
+        opt.step(), sched.step()
+    assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([1e-4 * 7 / 8] * 2 + [1e-3 * 7 / 8] * 2)  # step 3 of 10

@@ -28,6 +28,11 @@ def check_scheduler(name: Any) -> None:
         raise ConfigError(f"optim.scheduler must be none or one of transformers' {', '.join(SCHEDULERS)}; got {name!r}")
 
 
+def check_skim_lr(value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise ConfigError(f"optim.skim_lr must be null (optim.lr) or a learning rate > 0, got {value!r}")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Cheap checks of a run config before anything heavy is built (data, backbone): incompatible combinations fail
     with one clear message."""
@@ -35,6 +40,7 @@ def validate_config(cfg: DictConfig) -> None:
     cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))
     if cfg.get("optim") is not None:
         check_scheduler(cfg.optim.get("scheduler", "linear"))
+        check_skim_lr(cfg.optim.get("skim_lr"))
 
 
 def _plain(cfg: Any) -> Any:
@@ -62,7 +68,9 @@ class SkimTaskModule(pl.LightningModule):
         self.save_hyperparameters(logger=False, ignore=["add_pooling_layer"])
         self.output_dir = output_dir
         model, skim, optim = _plain(model), _plain(skim) or {"name": "none"}, _plain(optim) or {}
-        self.optim_cfg = {"lr": 3e-5, "weight_decay": 0.0, "adam_eps": 1e-8, "warmup_ratio": 0.0, "scheduler": "linear", **optim}
+        self.optim_cfg = {"lr": 3e-5, "weight_decay": 0.0, "adam_eps": 1e-8, "warmup_ratio": 0.0, "scheduler": "linear",
+                          "skim_lr": None, **optim}  # fmt: skip
+        check_skim_lr(self.optim_cfg["skim_lr"])
         strategy = build_strategy(skim)
         strategy.check_compatible(self.task, model.get("attn_implementation", "auto"))
         impl = resolve_attn_implementation(
@@ -213,16 +221,23 @@ class SkimTaskModule(pl.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self):
+        """AdamW over four groups: backbone / strategy parameters, each with and without weight decay. The strategy's
+        own parameters (predictors, thresholds) learn at ``optim.skim_lr`` (null: ``optim.lr``): they start from
+        scratch while the backbone is already trained, and at a fine-tuning rate Adam moves each of their weights by
+        about ``lr`` a step. The scheduler scales every group's rate by the same factor. Without ``skim_lr`` the groups
+        are the two of earlier runs (their checkpoints resume)."""
         cfg = self.optim_cfg
-        decay, no_decay = [], []
+        skim_lr = cfg.get("skim_lr")
+        groups = {
+            (own, decay): {"params": [], "weight_decay": cfg["weight_decay"] if decay else 0.0, "lr": skim_lr if own else cfg["lr"]}
+            for own in (False, True) for decay in (True, False)
+        }  # fmt: skip
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias") else decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": cfg["weight_decay"]},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+            no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
+            groups[skim_lr is not None and name.startswith("encoder.strategy."), not no_decay]["params"].append(p)
+        groups = [g for g in groups.values() if g["params"]]
         opt = torch.optim.AdamW(groups, lr=cfg["lr"], eps=cfg["adam_eps"])
         name = cfg.get("scheduler", "linear")
         if name in (None, "none"):
