@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from tests.helpers.runs import CONF, compose_cfg
+from tests.helpers.runs import CONF, ROOT, compose_cfg
 
 CONF_DIR = Path(CONF)
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
@@ -140,3 +142,56 @@ def test_sweep_and_launcher_configs_compose(overrides):
         assert "skim.threshold" in cfg.hydra.sweeper.params
     if any(o.startswith("hydra/launcher") for o in overrides):
         assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
+
+
+def _readme_commands() -> list[str]:
+    """Every ``python -m skim.<entry>`` line of the README's bash blocks whose entry point is a Hydra app."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #", 1)[0].strip()
+            entry = re.match(r"python -m skim\.(\w+)", line)
+            # "<the same overrides>" and "..." stand for other overrides; the example strategy is copied in first
+            skip = "..." in line or "<the same" in line or "skim=keep_every_other" in line
+            if entry and (CONF_DIR / f"{entry[1]}.yaml").exists() and not skip:
+                commands.append(line)
+    return commands
+
+
+README_COMMANDS = _readme_commands()
+# what the README's placeholder runs were trained with, for the entry points that take a run's overrides (skim.eval)
+PLACEHOLDER_RUNS = {"transkimmer": "experiment=cpu_sst2_minilm_transkimmer", "dense": "experiment=cpu_squad_minilm_dense",
+                    "": "experiment=cpu_squad_minilm_blockskim"}  # fmt: skip
+
+
+def test_readme_has_commands_of_every_entry_point():
+    entries = {c.split()[2] for c in README_COMMANDS}
+    assert {"skim.train", "skim.eval", "skim.benchmark", "skim.oracle", "skim.block_probe", "skim.visualize"} <= entries
+    assert len(README_COMMANDS) >= 40
+
+
+@pytest.mark.parametrize("command", README_COMMANDS, ids=range(len(README_COMMANDS)))
+def test_readme_commands_compose(command, tmp_path):
+    """A renamed option or config would leave the README's commands stale: each composes as users paste it, a
+    ``<run>`` placeholder being a run folder with the overrides of the README's run of that kind, and a sweep (``-m``)
+    as its first job."""
+    from skim.eval import with_run_overrides
+
+    def run_folder(placeholder: re.Match) -> str:
+        kind = next(k for k in PLACEHOLDER_RUNS if k in placeholder[1])
+        folder = tmp_path / (kind or "run")
+        (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- {PLACEHOLDER_RUNS[kind]}\n")
+        return str(folder)
+
+    tokens = shlex.split(re.sub(r"[\w./]*<([^>]*)>", run_folder, command))
+    config_name, args = tokens[2].removeprefix("skim."), with_run_overrides(tokens[3:], "test")
+    sweep = "-m" in args
+    overrides = []
+    for i, arg in enumerate(args):
+        if arg in ("-m", "--multirun", "--cfg") or (i and args[i - 1] == "--cfg"):
+            continue
+        key, value = arg.split("=", 1)
+        overrides.append(f"{key}={value.split(',', 1)[0] if sweep and not value.startswith('[') else value}")
+    cfg = compose_cfg(overrides, config_name=config_name, output_dir=tmp_path)
+    OmegaConf.resolve(cfg)
