@@ -39,8 +39,9 @@ def test_bias_init_keeps_everything_and_equals_dense():
 
 
 @pytest.mark.parametrize("batch_size", [1, 8])
-def test_additive_mask_mode_equals_prune_mode(batch_size):
-    enc = _encoder(spread=1.0)
+@pytest.mark.parametrize("decision", ["argmax", "expected"])
+def test_additive_mask_mode_equals_prune_mode(batch_size, decision):
+    enc = _encoder(spread=1.0, eval_decision=decision)
     ids, mask = ragged_batch(9, 70, min_len=20)
     ids, mask = ids[1 : 1 + batch_size], mask[1 : 1 + batch_size]
     with torch.no_grad():
@@ -108,6 +109,24 @@ def test_eval_decisions_are_deterministic_unless_faithful_gumbel():
     with torch.no_grad():
         keeps = [sto(ids, mask, mode="prune").final_keep for _ in range(5)]
     assert any(not torch.equal(keeps[0], k) for k in keeps[1:])
+
+
+def test_expected_decision_keeps_the_expected_count_of_the_likeliest_live_tokens():
+    """eval_decision=expected, by hand: per example the round(sum of P(keep)) live tokens with the highest P(keep);
+    dead tokens are neither counted nor kept. argmax keeps only P(keep) > 0.5: none of these."""
+    strategy = build_strategy({"name": "transkimmer", "eval_decision": "expected"}).eval()
+    p_keep = torch.tensor([[0.45, 0.40, 0.30, 0.20, 0.10, 0.90], [0.30, 0.05, 0.35, 0.05, 0.25, 0.0]])
+    logits = torch.stack([torch.zeros_like(p_keep), torch.logit(p_keep.clamp(1e-6, 1 - 1e-6))], -1)
+    alive = torch.tensor([[True] * 5 + [False], [True] * 5 + [False]])
+    # row 0: sum 1.45 -> the 1 likeliest live token; row 1: sum 1.0 -> 1 token (0.35), the dead 6th never
+    assert strategy._decide(logits, alive).tolist() == [[1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]]
+    alive[0, 4] = True
+    strategy.cfg.eval_decision = "argmax"
+    assert strategy._decide(logits, alive)[:, :5].sum() == 0
+    many = torch.full((1, 8), 0.4)  # sum 3.2 -> 3 of 8 equal tokens: ties go to the earliest (stable), every run
+    strategy.cfg.eval_decision = "expected"
+    logits = torch.stack([torch.zeros_like(many), torch.logit(many)], -1)
+    assert strategy._decide(logits, torch.ones(1, 8, dtype=torch.bool)).tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]]
 
 
 def test_bad_flags_are_config_errors():

@@ -7,7 +7,10 @@ forwarded to the output. See ``../shared/docs/algorithms.md`` §2. The original 
 * ``mask_mode`` – ``multiply``: the paper's code multiplies attention probabilities by the mask after the softmax
   (no renormalisation; what the published numbers used); ``additive`` (default): masked keys are removed before the
   softmax (the authors' later fix), which is exactly what prune mode computes.
-* ``eval_decision`` – ``gumbel``: the original samples at evaluation too (stochastic); ``argmax`` (default).
+* ``eval_decision`` – ``gumbel``: the original samples at evaluation too (stochastic); ``argmax`` (default): keep a
+  token iff P(keep) > 0.5; ``expected`` (not in the original): per example, keep the round(sum of P(keep)) live tokens
+  with the highest P(keep), the count the training-time sampling keeps on average, deterministically. Argmax keeps
+  fewer where a layer's P(keep) is spread below 0.5 (README, "Transkimmer on IMDB").
 * ``loss_denominator`` – ``padded``: the original divides kept counts (padding included) by the padded length;
   ``real`` (default): kept real tokens over real tokens, per example.
 * ``qa_skimmed`` (extractive QA only) – ``forward``: as the original, a skimmed token keeps its stale hidden state
@@ -46,6 +49,7 @@ class TranskimmerConfig(StrategyConfig):
     #: keep/skip bias of the last predictor layer starts at +/- bias_init (P(keep) ~ 1 at the start)
     bias_init: float = 5.0
     mask_mode: str = "additive"
+    #: argmax (P(keep) > 0.5), gumbel (the original: sampled), expected (the round(sum P(keep)) most likely tokens)
     eval_decision: str = "argmax"
     loss_denominator: str = "real"
     #: layers with a predictor (None = every layer)
@@ -114,7 +118,7 @@ class Transkimmer(SkimStrategy):
         super().__init__(cfg)
         for key, allowed in (
             ("mask_mode", ("additive", "multiply")),
-            ("eval_decision", ("argmax", "gumbel")),
+            ("eval_decision", ("argmax", "gumbel", "expected")),
             ("loss_denominator", ("real", "padded")),
             ("qa_skimmed", ("exclude", "forward")),
         ):
@@ -148,10 +152,15 @@ class Transkimmer(SkimStrategy):
             self.predictors[str(i)] = SkimPredictor(hidden, inner, self.cfg.bias_init)
 
     # ---- decisions ---------------------------------------------------------------------------------------
-    def _decide(self, logits: torch.Tensor) -> torch.Tensor:
-        """[B, n, 2] logits -> [B, n] keep in {0, 1} (float; straight-through gradients while training)."""
+    def _decide(self, logits: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """[B, n, 2] logits of the [B, n] ``alive`` tokens -> [B, n] keep in {0, 1} (float; straight-through gradients
+        while training)."""
         if self.training or self.cfg.eval_decision == "gumbel":
             return F.gumbel_softmax(logits.float(), tau=self.cfg.tau, hard=True)[..., 1]
+        if self.cfg.eval_decision == "expected":
+            p = logits.float().softmax(-1)[..., 1].masked_fill(~alive, -1.0)  # dead tokens rank last, count 0
+            count = p.clamp_min(0).sum(1, keepdim=True).round()
+            return (p.argsort(dim=1, descending=True, stable=True).argsort(dim=1) < count).float()
         return (logits[..., 1] > logits[..., 0]).float()
 
     def before_layer(self, state: SkimState) -> torch.Tensor | None:
@@ -164,7 +173,7 @@ class Transkimmer(SkimStrategy):
         if i not in self.skim_layers:
             return None
         logits = self.predictors[str(i)](state.hidden)
-        m = self._decide(logits)
+        m = self._decide(logits, state.alive)
         m = torch.where(state.pos == 0, torch.ones_like(m), m)  # [CLS] is never skimmed
         extras["tk_decisions"][i] = m
         prev = state.keep_weight if state.keep_weight is not None else state.alive.to(m.dtype)
