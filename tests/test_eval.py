@@ -122,6 +122,23 @@ def test_run_overrides_go_before_the_first_given_override(tmp_path):
     assert with_run_overrides(["skim.threshold=0.1"], "skim.eval") == ["skim.threshold=0.1"]  # no checkpoint: nothing added
 
 
+@pytest.mark.parametrize("entry", ["eval", "benchmark", "visualize"])
+def test_a_run_trained_with_optimiser_overrides_composes_for_every_checkpoint_entry_point(tmp_path, entry):
+    """optim.* of the training run never carries over: no checkpoint entry point builds an optimiser, and not all of
+    them have every optim key (a run trained with optim.skim_lr could not be evaluated)."""
+    from skim.eval import with_run_overrides
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=cpu_sst2_minilm_transkimmer\n- optim.skim_lr=1.0e-3\n"
+                                                   "- optim.lr=2.0e-4\n")  # fmt: skip
+    args = with_run_overrides([f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], f"skim.{entry}")
+    assert args[0] == "experiment=cpu_sst2_minilm_transkimmer" and not any(a.startswith("optim.") for a in args)
+    GlobalHydra.instance().clear()
+    cfg = compose_cfg(args, config_name=entry)
+    assert cfg.skim.name == "transkimmer"
+
+
 def test_checkpoint_runs_with_the_requested_attention(trained_run):
     root = trained_run
     ckpt = root / "train" / "checkpoints" / "last.ckpt"
