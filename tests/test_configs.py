@@ -176,6 +176,8 @@ def test_readme_commands_compose(command, tmp_path):
     ``<run>`` placeholder being a run folder with the overrides of the README's run of that kind, and a sweep (``-m``)
     as its first job."""
     from skim.eval import with_run_overrides
+    from skim.strategies import build_strategy
+    from skim.tasks.base_module import validate_config
 
     def run_folder(placeholder: re.Match) -> str:
         kind = next(k for k in PLACEHOLDER_RUNS if k in placeholder[1])
@@ -185,7 +187,9 @@ def test_readme_commands_compose(command, tmp_path):
         return str(folder)
 
     tokens = shlex.split(re.sub(r"[\w./]*<([^>]*)>", run_folder, command))
-    config_name, args = tokens[2].removeprefix("skim."), with_run_overrides(tokens[3:], "test")
+    config_name, args = tokens[2].removeprefix("skim."), tokens[3:]
+    if config_name in ("eval", "benchmark", "visualize"):  # the entry points that take the run's overrides
+        args = with_run_overrides(args, "test")
     sweep = "-m" in args
     overrides = []
     for i, arg in enumerate(args):
@@ -195,3 +199,8 @@ def test_readme_commands_compose(command, tmp_path):
         overrides.append(f"{key}={value.split(',', 1)[0] if sweep and not value.startswith('[') else value}")
     cfg = compose_cfg(overrides, config_name=config_name, output_dir=tmp_path)
     OmegaConf.resolve(cfg)
+    # and the checks the entry points run first: a value the strategy refuses (skim.eval_decision=expectd) fails here
+    if "skim" in cfg:  # (skim.oracle has no strategy)
+        validate_config(cfg)
+        # a budget baseline's match_run is read when the strategy is built: it must be a finished run
+        build_strategy({k: v for k, v in OmegaConf.to_container(cfg.skim).items() if k != "match_run"})

@@ -99,9 +99,10 @@ def test_skim_loss_denominators_hand_checked(denominator):
     assert loss == pytest.approx(expected, rel=1e-6)
 
 
-def test_eval_decisions_are_deterministic_unless_faithful_gumbel():
+@pytest.mark.parametrize("decision", ["argmax", "expected"])
+def test_eval_decisions_are_deterministic_unless_faithful_gumbel(decision):
     ids, mask = ragged_batch(4, 50, min_len=30)
-    det = _encoder(spread=1.0)
+    det = _encoder(spread=1.0, eval_decision=decision)
     with torch.no_grad():
         a, b = det(ids, mask, mode="prune"), det(ids, mask, mode="prune")
     assert torch.equal(a.final_keep, b.final_keep)
@@ -113,20 +114,37 @@ def test_eval_decisions_are_deterministic_unless_faithful_gumbel():
 
 def test_expected_decision_keeps_the_expected_count_of_the_likeliest_live_tokens():
     """eval_decision=expected, by hand: per example the round(sum of P(keep)) live tokens with the highest P(keep);
-    dead tokens are neither counted nor kept. argmax keeps only P(keep) > 0.5: none of these."""
+    dead tokens are neither counted nor kept. argmax keeps only P(keep) > 0.5."""
     strategy = build_strategy({"name": "transkimmer", "eval_decision": "expected"}).eval()
+
+    def decide(p_keep, alive, decision="expected"):
+        strategy.cfg.eval_decision = decision
+        logits = torch.stack([torch.zeros_like(p_keep), torch.logit(p_keep.clamp(1e-6, 1 - 1e-6))], -1)
+        return strategy._decide(logits, alive).tolist()
+
     p_keep = torch.tensor([[0.45, 0.40, 0.30, 0.20, 0.10, 0.90], [0.30, 0.05, 0.35, 0.05, 0.25, 0.0]])
-    logits = torch.stack([torch.zeros_like(p_keep), torch.logit(p_keep.clamp(1e-6, 1 - 1e-6))], -1)
-    alive = torch.tensor([[True] * 5 + [False], [True] * 5 + [False]])
-    # row 0: sum 1.45 -> the 1 likeliest live token; row 1: sum 1.0 -> 1 token (0.35), the dead 6th never
-    assert strategy._decide(logits, alive).tolist() == [[1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]]
-    alive[0, 4] = True
-    strategy.cfg.eval_decision = "argmax"
-    assert strategy._decide(logits, alive)[:, :5].sum() == 0
-    many = torch.full((1, 8), 0.4)  # sum 3.2 -> 3 of 8 equal tokens: ties go to the earliest (stable), every run
-    strategy.cfg.eval_decision = "expected"
-    logits = torch.stack([torch.zeros_like(many), torch.logit(many)], -1)
-    assert strategy._decide(logits, torch.ones(1, 8, dtype=torch.bool)).tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]]
+    alive = torch.tensor([[True] * 5 + [False]] * 2)
+    # row 0: sum 1.45 -> the 1 likeliest live token (the dead 0.90 neither counts nor is kept); row 1: 1.0 -> 0.35
+    assert decide(p_keep, alive) == [[1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]]
+    assert [row[:5] for row in decide(p_keep, alive, "argmax")] == [[0] * 5] * 2  # (the cumulative mask drops the dead)
+    alive[0, 5] = True  # sum 2.35 -> the 0.90 and the 0.45; argmax: the 0.90 alone
+    assert decide(p_keep, alive)[0] == [1, 0, 0, 0, 0, 1]
+    assert decide(p_keep, alive, "argmax")[0] == [0, 0, 0, 0, 0, 1]
+    # 64 equal P(keep) = 0.4: sum 25.6 -> 26 tokens, the earliest (an unstable sort takes others)
+    assert decide(torch.full((1, 64), 0.4), torch.ones(1, 64, dtype=torch.bool)) == [[1] * 26 + [0] * 38]
+
+
+def test_expected_decision_leaves_cls_out_of_the_count():
+    """[CLS] is always kept: it neither counts towards the expected number nor takes one of its places, so an example
+    keeps [CLS] + round(sum of the other live tokens' P(keep)), what training's sampling keeps on average."""
+    enc = _encoder(spread=1.0, eval_decision="expected")
+    ids, mask = ragged_batch(4, 50, min_len=30)
+    seen = []
+    decide = enc.strategy._decide
+    enc.strategy._decide = lambda logits, alive: seen.append(alive.clone()) or decide(logits, alive)
+    with torch.no_grad():
+        enc(ids, mask, mode="mask")
+    assert seen and all(not a[:, 0].any() for a in seen)
 
 
 def test_bad_flags_are_config_errors():

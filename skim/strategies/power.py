@@ -37,7 +37,7 @@ every layer, keep the l_j tokens that received the most attention.
   always in tokens. Lists shorter than the model repeat their last value; values must not increase (the code's
   ``retention_parser``).
 * Learning rates: the code trains r with its own rate (``LR_SOFT_EXTRACT``, 1e-4..3e-3, vs ``LR_BERT`` 2e-5..6e-5);
-  this framework has one optimiser, so r = s * p with a parameter p: under Adam a step moves p by about lr, hence r by
+  here r = s * p with a parameter p: under Adam a step moves p by about lr (``optim.skim_lr`` when set), hence r by
   about s * lr, with s = ``retention_lr_scale`` (the code's ratio: MRPC 3e-3 / 6e-5 = 50). s is saved beside p (buffer
   ``retention_scale``), so a model that loads the checkpoint reads the same r.
 * In training the eager attention probabilities come after attention dropout (HF); the Keras attention has no dropout

@@ -158,6 +158,7 @@ class Transkimmer(SkimStrategy):
         if self.training or self.cfg.eval_decision == "gumbel":
             return F.gumbel_softmax(logits.float(), tau=self.cfg.tau, hard=True)[..., 1]
         if self.cfg.eval_decision == "expected":
+            # round half to even; equal P(keep) go to the earlier position (stable sort: the same on every run)
             p = logits.float().softmax(-1)[..., 1].masked_fill(~alive, -1.0)  # dead tokens rank last, count 0
             count = p.clamp_min(0).sum(1, keepdim=True).round()
             return (p.argsort(dim=1, descending=True, stable=True).argsort(dim=1) < count).float()
@@ -173,7 +174,8 @@ class Transkimmer(SkimStrategy):
         if i not in self.skim_layers:
             return None
         logits = self.predictors[str(i)](state.hidden)
-        m = self._decide(logits, state.alive)
+        # [CLS] is kept below whatever is decided: it neither counts towards nor takes a place of the expected count
+        m = self._decide(logits, state.alive & (state.pos != 0))
         m = torch.where(state.pos == 0, torch.ones_like(m), m)  # [CLS] is never skimmed
         extras["tk_decisions"][i] = m
         prev = state.keep_weight if state.keep_weight is not None else state.alive.to(m.dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -29,7 +30,7 @@ def check_scheduler(name: Any) -> None:
 
 
 def check_skim_lr(value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
         raise ConfigError(f"optim.skim_lr must be null (optim.lr) or a learning rate > 0, got {value!r}")
 
 
@@ -224,8 +225,11 @@ class SkimTaskModule(pl.LightningModule):
         """AdamW over four groups: backbone / strategy parameters, each with and without weight decay. The strategy's
         own parameters (predictors, thresholds) learn at ``optim.skim_lr`` (null: ``optim.lr``): they start from
         scratch while the backbone is already trained, and at a fine-tuning rate Adam moves each of their weights by
-        about ``lr`` a step. The scheduler scales every group's rate by the same factor. Without ``skim_lr`` the groups
-        are the two of earlier runs (their checkpoints resume)."""
+        about ``lr`` a step. The task heads (span and classifier layers) stay at ``lr``. The scheduler scales every
+        group's rate by the same factor. Without ``skim_lr`` the groups are the two of earlier runs (their checkpoints
+        resume); a run resumes with the groups it was started with (setting or unsetting ``skim_lr`` on resume
+        changes their number, which the saved optimiser state refuses, and a new value is overridden by the saved one,
+        as for ``lr``)."""
         cfg = self.optim_cfg
         skim_lr = cfg.get("skim_lr")
         groups = {
