@@ -8,8 +8,8 @@ forwarded to the output. See ``../shared/docs/algorithms.md`` §2. The original 
   (no renormalisation; what the published numbers used); ``additive`` (default): masked keys are removed before the
   softmax (the authors' later fix), which is exactly what prune mode computes.
 * ``eval_decision`` – ``gumbel``: the original samples at evaluation too (stochastic); ``argmax`` (default): keep a
-  token iff P(keep) > 0.5; ``expected`` (not in the original): per example, keep the round(sum of P(keep)) live tokens
-  with the highest P(keep), the count the training-time sampling keeps on average, deterministically. Argmax keeps
+  token iff P(keep) > 0.5; ``expected`` (not in the original): per example, keep [CLS] and the round(sum of P(keep))
+  other live tokens with the highest P(keep), the count the training-time sampling keeps on average, deterministically. Argmax keeps
   fewer where a layer's P(keep) is spread below 0.5 (README, "Transkimmer on IMDB").
 * ``loss_denominator`` – ``padded``: the original divides kept counts (padding included) by the padded length;
   ``real`` (default): kept real tokens over real tokens, per example.

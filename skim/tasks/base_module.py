@@ -236,11 +236,12 @@ class SkimTaskModule(pl.LightningModule):
             (own, decay): {"params": [], "weight_decay": cfg["weight_decay"] if decay else 0.0, "lr": skim_lr if own else cfg["lr"]}
             for own in (False, True) for decay in (True, False)
         }  # fmt: skip
+        own = {id(p) for p in self.strategy.parameters()} if skim_lr is not None else set()
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
             no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith(".bias")
-            groups[skim_lr is not None and name.startswith("encoder.strategy."), not no_decay]["params"].append(p)
+            groups[id(p) in own, not no_decay]["params"].append(p)
         groups = [g for g in groups.values() if g["params"]]
         opt = torch.optim.AdamW(groups, lr=cfg["lr"], eps=cfg["adam_eps"])
         name = cfg.get("scheduler", "linear")
