@@ -204,6 +204,8 @@ def check_options(cfg: DictConfig) -> None:
         raise ConfigError(f"calibrate_keep_ratio must be a number in (0, 1), got {keep!r}")
     if keep is not None and cfg.get("ckpt_path"):
         raise ConfigError("calibrate_keep_ratio is for untrained predictors; a trained checkpoint keeps its own threshold")
+    if keep is not None and cfg.skim.get("layer_thresholds") is not None:
+        raise ConfigError("calibrate_keep_ratio sets one threshold for every layer: unset skim.layer_thresholds")
 
 
 

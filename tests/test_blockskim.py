@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -480,3 +482,29 @@ def test_attend_with_diagonal_blocks_gradients(n):
                                torch.autograd.grad((_diagonal_of(probs, bs) * w_blocks).sum(), probs)[0])
     out, _ = AttendWithDiagonalBlocks.apply(probs, value, bs)
     torch.testing.assert_close(torch.autograd.grad((out * w_out).sum(), probs)[0], torch.autograd.grad((probs @ value * w_out).sum(), probs)[0])
+
+
+def test_layer_thresholds_decide_per_layer_and_replace_the_threshold():
+    """One threshold per skim layer: a layer at 0 keeps every block, a layer at 1 drops every unprotected one, and
+    the list equal to the single threshold everywhere decides exactly as that threshold."""
+    enc = _blockskim_encoder(skim_layers=[0, 1])
+    ids, mask = ragged_batch(8, 150, min_len=40)
+    with torch.no_grad():
+        single = enc(ids, mask, mode="prune")
+        enc.strategy.cfg.layer_thresholds = [enc.strategy.cfg.threshold] * 2
+        same = enc(ids, mask, mode="prune")
+        enc.strategy.cfg.layer_thresholds = [0.0, 1.0]
+        split = enc(ids, mask, mode="prune")
+    assert torch.equal(single.kept_per_layer, same.kept_per_layer)
+    assert (single.kept_per_layer[1] < mask.sum(1)).any()  # the single threshold does drop blocks after layer 0
+    assert torch.equal(split.kept_per_layer[1], mask.sum(1))  # threshold 0 after layer 0: every token kept
+    assert split.kept_per_layer[2].eq(0).all()  # threshold 1 after layer 1: nothing unprotected left
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"layer_thresholds": [0.5]}, "one threshold per skim layer (2: [0, 1]), got 1"),
+    ({"layer_thresholds": [0.5, 1.5]}, "skim.layer_thresholds holds probabilities in [0, 1]"),
+])  # fmt: skip
+def test_layer_thresholds_are_checked(cfg, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        SkimEncoder(tiny_bert(), build_strategy({"name": "blockskim", "skim_layers": [0, 1], **cfg}))

@@ -231,11 +231,12 @@ def test_best_checkpoint_survives_a_resume_into_a_new_directory(tmp_path):
     ("dense_attention=[flash]", "dense_attention: unknown 'flash'"),
     ("skim_attention=[flash]", "skim_attention: unknown 'flash'"),
     ("calibrate_keep_ratio=1.5", "calibrate_keep_ratio must be a number in (0, 1)"),
+    ("skim=blockskim calibrate_keep_ratio=0.5 skim.layer_thresholds=[0,0]", "unset skim.layer_thresholds"),
 ])
 def test_benchmark_options_are_checked_before_any_data(tmp_run_root, capsys, override, message):
     from skim.benchmark import benchmark
 
-    cfg = _cfg(["model=tiny", "data=squad_local", "data.validation_file=/nonexistent.json", override], tmp_run_root / "b", "benchmark")
+    cfg = _cfg(["model=tiny", "data=squad_local", "data.validation_file=/nonexistent.json", *override.split()], tmp_run_root / "b", "benchmark")
     assert message in _one_line_error(capsys, benchmark, cfg)
 
 

@@ -52,6 +52,10 @@ class BlockSkimConfig(StrategyConfig):
     balance_factor: float = 20.0
     #: keep a block iff P(keep) >= threshold (0.01: the original's BERT-base SQuAD eval scripts)
     threshold: float = 0.01
+    #: not in the original: one threshold per skim layer (in ``skim_layers`` order), in place of ``threshold``. The
+    #: layers' P(keep) are not calibrated alike, and the last layer's skim saves no compute (README, "One threshold
+    #: per layer")
+    layer_thresholds: list[float] | None = None
     min_answer_tokens: int = 2
     protect_special: bool = False
     batch_align: bool = False
@@ -424,8 +428,9 @@ class BlockSkim(SkimStrategy):
         super().__init__(cfg)
         if cfg.min_answer_tokens < 1:
             raise ConfigError(f"skim.min_answer_tokens must be >= 1, got {cfg.min_answer_tokens}")
-        if not 0.0 <= cfg.threshold <= 1.0:
-            raise ConfigError(f"skim.threshold is a probability in [0, 1], got {cfg.threshold}")
+        for name, values in (("threshold", [cfg.threshold]), ("layer_thresholds", cfg.layer_thresholds or [])):
+            if not all(0.0 <= t <= 1.0 for t in values):
+                raise ConfigError(f"skim.{name} holds probabilities in [0, 1], got {getattr(cfg, name)}")
         self.skimmed_logit = cfg.skimmed_logit
         self.predictors = nn.ModuleDict()
         self.skim_layers: list[int] = []
@@ -433,6 +438,9 @@ class BlockSkim(SkimStrategy):
     def attach(self, encoder: AttachedEncoder) -> None:
         super().attach(encoder)
         self.skim_layers = self.resolve_layers(self.cfg.skim_layers, encoder.num_layers)
+        if self.cfg.layer_thresholds is not None and len(self.cfg.layer_thresholds) != len(self.skim_layers):
+            raise ConfigError(f"skim.layer_thresholds needs one threshold per skim layer ({len(self.skim_layers)}: "
+                              f"{self.skim_layers}), got {len(self.cfg.layer_thresholds)}")  # fmt: skip
         heads = encoder.backbone.config.num_attention_heads
         question = 2 * heads if self.cfg.question_attention else 0
         for i in self.skim_layers:
@@ -443,6 +451,12 @@ class BlockSkim(SkimStrategy):
         if attn_implementation == ATTN_NAME:
             attn_implementation = "auto"
         super().check_compatible(task, attn_implementation)
+
+    def threshold(self, layer: int) -> float:
+        """Keep a block of ``layer`` iff its P(keep) >= this."""
+        if self.cfg.layer_thresholds is None:
+            return self.cfg.threshold
+        return self.cfg.layer_thresholds[self.skim_layers.index(layer)]
 
     def needs_attention_probs(self, layer: int) -> bool:
         return layer in self.skim_layers
@@ -486,7 +500,7 @@ class BlockSkim(SkimStrategy):
             return None
 
         p_keep = logits.float().softmax(-1)[..., 1]
-        keep = p_keep >= self.cfg.threshold
+        keep = p_keep >= self.threshold(i)
         if self.cfg.protect_special:
             prot = F.pad(state.gather_full(state.protect_full), (0, pad)).view(B, K, bs).any(-1)
             keep = keep | prot
@@ -560,7 +574,7 @@ class BlockSkim(SkimStrategy):
         for i, logits, labels, valid in self._labelled_blocks(out, batch):
             logits, labels, pos = logits.float()[valid], labels[valid], labels[valid].bool()
             p = logits.softmax(-1)[:, 1]
-            pred = p >= self.cfg.threshold
+            pred = p >= self.threshold(i)
             res[f"block_ce_layer{i}"] = F.cross_entropy(logits, labels)
             res[f"block_p_answer_layer{i}"] = p[pos].mean() if pos.any() else p.new_tensor(float("nan"))
             res[f"block_p_other_layer{i}"] = p[~pos].mean() if (~pos).any() else p.new_tensor(float("nan"))
@@ -583,7 +597,7 @@ class BlockSkim(SkimStrategy):
         for i, logits, labels, valid in self._labelled_blocks(out, batch):
             p = logits.float().softmax(-1)[..., 1][valid]
             labels = labels.bool()[valid]
-            pred = p >= self.cfg.threshold
+            pred = p >= self.threshold(i)
             o = self._STATS * i
             stats[o + 0] = (pred & labels).sum()
             stats[o + 1] = (pred & ~labels).sum()
@@ -612,6 +626,8 @@ class BlockSkim(SkimStrategy):
         """Per layer: P(keep) histograms of answer and of other real blocks (bins start at ``P_EDGES``)."""
         nb = len(self.P_EDGES)
         out: dict[str, Any] = {"threshold": self.cfg.threshold, "p_edges": list(self.P_EDGES)}
+        if self.cfg.layer_thresholds is not None:
+            out["layer_thresholds"] = dict(zip(self.skim_layers, self.cfg.layer_thresholds))
         for i in self.skim_layers:
             o = self._STATS * i
             out[f"layer{i}"] = {
