@@ -60,7 +60,7 @@ def test_transkimmer_trains_and_skims_on_classification(name, tmp_run_root):
         tmp_run_root,
     )
     assert 0.0 <= metrics["val/acc"] <= 100.0
-    # with a neutral predictor init the argmax decisions drop tokens: the cost accounting shows it
+    # with a neutral predictor init the (expected-count) decisions drop tokens: the cost accounting shows it
     assert metrics["val/skim/kept_layer1"] < 1.0
     assert metrics["val/flops/skim_gflops"] < metrics["val/flops/dense_gflops"] * 1.2
     assert (tmp_run_root / "run" / "metrics.json").exists()
