@@ -322,7 +322,7 @@ def benchmark(cfg: DictConfig) -> dict:
     print(md)
     flat = flat_metrics(report)
     if cfg.get("results_file"):
-        append_result(cfg.results_file, run_record(cfg, flat, {"padding": datamodule.padding, "device": report["device"]}))
+        append_result(cfg.results_file, run_record(cfg, flat, {"padding": datamodule.padding, "device": report["device"]}, skim_mod.strategy))
     return flat
 
 

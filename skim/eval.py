@@ -52,7 +52,7 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer.validate(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
     data_info = datamodule.describe()
-    record = run_record(cfg, metrics, {"data_info": data_info, "padding": data_info.get("padding"), "ckpt_path": cfg.ckpt_path})
+    record = run_record(cfg, metrics, {"data_info": data_info, "padding": data_info.get("padding"), "ckpt_path": cfg.ckpt_path}, module.strategy)
     if metrics and trainer.is_global_zero:
         write_json(out_dir / "metrics.json", record)
         if cfg.get("results_file"):
@@ -66,6 +66,9 @@ def evaluate(cfg: DictConfig) -> dict:
 # ``task_name=X`` run after another run in results rows and reports. optim: the optimiser is not built here, and the
 # entry points that take these overrides do not all have every optim key (optim.skim_lr failed to compose)
 _TRAIN_ONLY = {"train", "final_eval", "ckpt_path", "hparams_search", "callbacks", "objective", "optimized_metric", "optim"}
+# keys that stand in for each other: one given now drops the run's other (Block-Skim's per-layer thresholds win over
+# the single one, so a run's saved layer_thresholds would silently void a threshold given now)
+_ALTERNATIVES = {"skim.threshold": "skim.layer_thresholds", "skim.layer_thresholds": "skim.threshold"}
 
 
 def _key(override: str) -> str:
@@ -89,7 +92,7 @@ def run_overrides_for(argv: list[str]) -> list[str]:
         k = _key(o)
         # a group chosen here (skim=none) also drops the run's settings inside that group (skim.threshold=...)
         replaced = any(k.startswith(g + ".") for g in given)
-        if k in given or replaced or k.split(".")[0] in _TRAIN_ONLY or k.startswith(("hydra", "trainer")):
+        if k in given or replaced or _ALTERNATIVES.get(k) in given or k.split(".")[0] in _TRAIN_ONLY or k.startswith(("hydra", "trainer")):
             continue
         out.append(o)
     return out

@@ -71,7 +71,7 @@ def train(cfg: DictConfig) -> dict:
     add_objective(cfg, metrics)
     data_info = datamodule.describe() if hasattr(datamodule, "describe") else {}
     extra = {"data_info": data_info, "padding": data_info.get("padding"), "timing": fit_timing(trainer), "final_eval": final_weights}
-    record = run_record(cfg, metrics, extra)
+    record = run_record(cfg, metrics, extra, module.strategy)
     if metrics and not trainer.fast_dev_run:
         if trainer.is_global_zero:
             write_json(out_dir / "metrics.json", record)

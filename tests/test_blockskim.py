@@ -504,7 +504,27 @@ def test_layer_thresholds_decide_per_layer_and_replace_the_threshold():
 @pytest.mark.parametrize("cfg, message", [
     ({"layer_thresholds": [0.5]}, "one threshold per skim layer (2: [0, 1]), got 1"),
     ({"layer_thresholds": [0.5, 1.5]}, "skim.layer_thresholds holds probabilities in [0, 1]"),
+    ({"layer_thresholds": [0.9, 0.1], "skim_layers": [1, 0]}, "in ascending order without repeats, got skim_layers=[1, 0]"),
 ])  # fmt: skip
 def test_layer_thresholds_are_checked(cfg, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         SkimEncoder(tiny_bert(), build_strategy({"name": "blockskim", "skim_layers": [0, 1], **cfg}))
+
+
+def test_block_statistics_count_at_each_layers_own_threshold():
+    """Evaluation's per-layer precision/recall counts (and training's diagnostics) use the layer's own threshold:
+    with layer 0 at 0 every block of layer 0 is predicted kept, with layer 1 at 1 none of layer 1."""
+    enc = _blockskim_encoder(skim_layers=[0, 1], layer_thresholds=[0.0, 1.0])
+    ids, mask = ragged_batch(4, 150, min_len=100)
+    batch = {"start_positions": torch.tensor([40, 70, 5, 90]), "end_positions": torch.tensor([45, 72, 9, 95])}
+    with torch.no_grad():
+        out = enc(ids, mask, mode="mask")
+    stats = enc.strategy.eval_stats(out, batch)
+    s = enc.strategy._STATS
+    tp0, fp0, fn0, tn0 = stats[0:4].tolist()
+    tp1, fp1, fn1, tn1 = stats[s : s + 4].tolist()
+    assert fn0 == tn0 == 0 and tp0 + fp0 > 0  # layer 0: everything kept
+    assert tp1 == fp1 == 0 and fn1 + tn1 > 0  # layer 1: nothing kept
+    enc.strategy.train()
+    diag = enc.strategy.train_diagnostics(out, batch)
+    assert diag["block_recall_layer0"] == 1.0 and diag["block_recall_layer1"] == 0.0

@@ -120,6 +120,9 @@ def test_run_overrides_go_before_the_first_given_override(tmp_path):
     assert with_run_overrides([ckpt, "--cfg", "job"], "skim.eval") == [
         "experiment=cpu_squad_minilm_blockskim", "skim.threshold=0.2", "task_name=fixed_rule", ckpt, "--cfg", "job"]
     assert with_run_overrides(["skim.threshold=0.1"], "skim.eval") == ["skim.threshold=0.1"]  # no checkpoint: nothing added
+    # Block-Skim's two threshold options stand in for each other: one given now drops the run's other
+    (run / ".hydra" / "overrides.yaml").write_text("- skim=blockskim\n- skim.layer_thresholds=[0.5,0.5]\n")
+    assert with_run_overrides([ckpt, "skim.threshold=0.3"], "skim.eval") == ["skim=blockskim", ckpt, "skim.threshold=0.3"]
 
 
 @pytest.mark.parametrize("entry", ["eval", "benchmark", "visualize"])

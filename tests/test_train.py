@@ -165,7 +165,7 @@ def test_unknown_option_names_it(tmp_path):
     assert not list(Path(tmp_path).glob("logs/*/runs/*/metrics.json"))
 
 
-def test_eval_a_checkpoint_with_another_threshold(tmp_run_root):
+def test_eval_a_checkpoint_with_another_threshold(tmp_run_root, caplog):
     require_shared(SQUAD_DEV)
     from skim.eval import evaluate
 
@@ -178,13 +178,17 @@ def test_eval_a_checkpoint_with_another_threshold(tmp_run_root):
         config_name="eval",
         output_dir=eval_out,
     )
-    m2 = task_wrapper(evaluate)(cfg)
+    with caplog.at_level("INFO", logger="skim.tasks.checkpoint"):
+        m2 = task_wrapper(evaluate)(cfg)
+    assert "differ from the checkpoint's run: threshold: 0.01 -> 1.0; protect_special: False -> True" in caplog.text
     # threshold 1 drops every block but the protected ones: kept ratio falls, the run still scores every example
     assert m2["val/skim/kept_layer0"] == 1.0
     assert m2["val/skim/kept_layer1"] < 1.0
     assert m2["val/skim/kept_layer1"] <= metrics["val/skim/kept_layer1"]
     assert len(__import__("json").loads((eval_out / "predictions.json").read_text())) == 32
-    assert (eval_out / "metrics.json").exists()
+    record = __import__("json").loads((eval_out / "metrics.json").read_text())
+    # the record says which skim settings were measured (the training run's threshold was the default 0.01)
+    assert record["skim_config"]["threshold"] == 1.0 and record["skim_config"]["protect_special"] is True
 
 
 def test_transkimmer_on_squad_v2_slice(tmp_run_root):

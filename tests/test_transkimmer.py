@@ -10,6 +10,7 @@ from skim.errors import ConfigError
 from skim.strategies import build_strategy
 from skim.strategies.transkimmer import ATTN_NAME
 from tests.conftest import ragged_batch, tiny_bert
+from tests.helpers.runs import compose_cfg
 
 
 def _encoder(seed=0, spread: float | None = None, **kw) -> SkimEncoder:
@@ -244,3 +245,12 @@ def test_keep_weights_reach_stale_states_only_when_they_are_read(qa_skimmed):
         assert grad is not None and grad.abs().sum() > 0
     else:
         assert grad is None or grad.abs().sum() == 0
+
+
+def test_the_default_decision_is_expected_in_the_schema_and_the_yaml(tmp_path):
+    """The default evaluation decision (README: argmax lost 25 points on IMDB) is the same whichever way a strategy is
+    built: from the dataclass or from conf/skim/transkimmer.yaml."""
+    from skim.strategies.transkimmer import TranskimmerConfig
+
+    cfg = compose_cfg(["skim=transkimmer", "data=synthetic_sentiment"], output_dir=tmp_path)
+    assert TranskimmerConfig().eval_decision == cfg.skim.eval_decision == "expected"

@@ -52,7 +52,7 @@ class BlockSkimConfig(StrategyConfig):
     balance_factor: float = 20.0
     #: keep a block iff P(keep) >= threshold (0.01: the original's BERT-base SQuAD eval scripts)
     threshold: float = 0.01
-    #: not in the original: one threshold per skim layer (in ``skim_layers`` order), in place of ``threshold``. The
+    #: not in the original: one threshold per skim layer (ascending layers), in place of ``threshold``. The
     #: layers' P(keep) are not calibrated alike, and the last layer's skim saves no compute (README, "One threshold
     #: per layer")
     layer_thresholds: list[float] | None = None
@@ -431,6 +431,10 @@ class BlockSkim(SkimStrategy):
         for name, values in (("threshold", [cfg.threshold]), ("layer_thresholds", cfg.layer_thresholds or [])):
             if not all(0.0 <= t <= 1.0 for t in values):
                 raise ConfigError(f"skim.{name} holds probabilities in [0, 1], got {getattr(cfg, name)}")
+        layers = cfg.skim_layers
+        if cfg.layer_thresholds is not None and layers is not None and list(layers) != sorted(set(layers)):
+            raise ConfigError(f"skim.layer_thresholds pairs with skim.skim_layers in ascending order without repeats, "
+                              f"got skim_layers={list(layers)}")  # fmt: skip
         self.skimmed_logit = cfg.skimmed_logit
         self.predictors = nn.ModuleDict()
         self.skim_layers: list[int] = []
@@ -627,6 +631,7 @@ class BlockSkim(SkimStrategy):
         nb = len(self.P_EDGES)
         out: dict[str, Any] = {"threshold": self.cfg.threshold, "p_edges": list(self.P_EDGES)}
         if self.cfg.layer_thresholds is not None:
+            out["threshold"] = None  # not used
             out["layer_thresholds"] = dict(zip(self.skim_layers, self.cfg.layer_thresholds))
         for i in self.skim_layers:
             o = self._STATS * i

@@ -11,7 +11,7 @@ forwarded to the output. See ``../shared/docs/algorithms.md`` §2. The original 
   the original): per example, keep [CLS] and the round(sum of P(keep)) other live tokens with the highest P(keep), the
   count the training-time sampling keeps on average, deterministically; ``argmax``: keep a token iff P(keep) > 0.5.
   Argmax keeps fewer where a layer's P(keep) is spread below 0.5: on IMDB it lost 25 points where ``expected`` and
-  ``gumbel`` did not; on SST-2 the three were within half a point (README, "Transkimmer on IMDB").
+  ``gumbel`` did not; on SST-2 the three were within 0.6 points (README, "Transkimmer on IMDB" and "... on SST-2").
 * ``loss_denominator`` – ``padded``: the original divides kept counts (padding included) by the padded length;
   ``real`` (default): kept real tokens over real tokens, per example.
 * ``qa_skimmed`` (extractive QA only) – ``forward``: as the original, a skimmed token keeps its stale hidden state

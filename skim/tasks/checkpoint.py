@@ -9,6 +9,7 @@ model are built, so a wrong path costs a second, not a featurised dataset.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from skim.errors import ConfigError
 from skim.tasks.backbone import length_groups_option
+
+log = logging.getLogger(__name__)
 
 # what Lightning writes for a full (resumable) checkpoint; a weights-only one has state_dict only
 RESUME_KEYS = ("optimizer_states", "loops")
@@ -55,12 +58,18 @@ def load_task_module(cfg: DictConfig, **kwargs: Any):
     ``kwargs`` override other saved hyper-parameters."""
     from hydra.utils import get_class
 
-    read_checkpoint(cfg.ckpt_path, "ckpt_path")
+    saved = read_checkpoint(cfg.ckpt_path, "ckpt_path").get("hyper_parameters", {}).get("skim") or {}
     cls = get_class(cfg.module._target_)
     if not cfg.get("use_checkpoint_skim", False):
         kwargs["skim"] = OmegaConf.to_container(cfg.skim, resolve=True)
+        # a default changed since the run (Transkimmer's eval_decision), or an override given now (a threshold sweep)
+        changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in kwargs["skim"].items() if k in saved and saved[k] != v]
+        if changed and saved.get("name") == kwargs["skim"].get("name"):
+            log.info("skim settings that differ from the checkpoint's run: %s", "; ".join(changed))
     try:
         module = cls.load_from_checkpoint(str(cfg.ckpt_path), map_location="cpu", weights_only=True, **kwargs)
+    except ConfigError:  # the settings given now, not the checkpoint (skim.layer_thresholds of the wrong length)
+        raise
     except Exception as err:
         raise ConfigError(f"ckpt_path {cfg.ckpt_path}: cannot load this checkpoint into {cls.__name__} ({_first_line(err)})") from err
     module.use_attn_implementation(cfg.model.get("attn_implementation", "auto"))

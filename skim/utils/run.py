@@ -86,7 +86,11 @@ def append_result(path: str | os.PathLike, row: dict[str, Any]) -> None:
         f.write(line)
 
 
-def run_record(cfg: DictConfig, metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_record(cfg: DictConfig, metrics: dict[str, Any], extra: dict[str, Any] | None = None, strategy=None) -> dict[str, Any]:
+    """One result row; ``strategy`` (the module's) records the skim settings the metrics were measured with, which for
+    a checkpoint are today's config defaults plus its run's overrides, not necessarily what it was trained with."""
+    import dataclasses
+
     import lightning
     import torch
     import transformers
@@ -99,6 +103,7 @@ def run_record(cfg: DictConfig, metrics: dict[str, Any], extra: dict[str, Any] |
         "choices": hydra_choices(),
         "model": cfg.model.get("name"),
         "skim": cfg.skim.get("name"),
+        "skim_config": dataclasses.asdict(strategy.cfg) if strategy is not None else None,
         "data": cfg.data.get("name"),
         "seed": cfg.get("seed"),
         "git_commit": git_commit(),
