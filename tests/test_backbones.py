@@ -125,8 +125,9 @@ def test_mask_and_prune_agree_on_kept_positions(arch, skim):
     # meaningful only if something was skimmed and something kept
     assert (m.kept_per_layer[-1] < mask.sum(1)).any() and m.final_keep.any()
     keep, real = m.final_keep, mask.bool()
-    torch.testing.assert_close(m.last_hidden_state[keep], p.last_hidden_state[keep], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(m.last_hidden_state[real], p.last_hidden_state[real], atol=1e-5, rtol=1e-4)
+    # float32 sums over differently shaped (packed vs padded) inputs: one element of 16,576 once differed by 1.1e-5
+    torch.testing.assert_close(m.last_hidden_state[keep], p.last_hidden_state[keep], atol=3e-5, rtol=1e-4)
+    torch.testing.assert_close(m.last_hidden_state[real], p.last_hidden_state[real], atol=3e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("arch", NEW)
