@@ -116,7 +116,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 #: overrides that tell the points of one sweep apart on a plot
-POINT_KEYS = ("skim.threshold", "skim.layer_thresholds", "skim.skim_coefficient", "skim.keep_ratio")
+POINT_KEYS = ("skim.threshold", "skim.layer_thresholds", "skim.eval_decision", "skim.skim_coefficient", "skim.keep_ratio")
 
 
 def point_label(row: dict[str, Any]) -> str:

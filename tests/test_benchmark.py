@@ -115,6 +115,9 @@ def test_point_labels_name_the_swept_setting():
     assert point_label({"overrides": ["experiment=x", "skim.threshold=0.3"]}) == "threshold=0.3"
     assert point_label({"overrides": ["+skim.skim_coefficient=0.5"]}) == "skim_coefficient=0.5"
     assert point_label({"overrides": ["data=squad"]}) == ""
+    # one checkpoint scored with other decisions or per-layer thresholds: the points must say which
+    assert point_label({"overrides": ["skim.skim_coefficient=0.5", "skim.eval_decision=argmax"]}) == "skim_coefficient=0.5 eval_decision=argmax"
+    assert point_label({"overrides": ["skim.layer_thresholds=[0.5,0]"]}) == "layer_thresholds=[0.5,0]"
 
 
 def _row(run: str, skim: str, f1: float, speedup: float, data_info: dict | None, **metrics) -> dict:
