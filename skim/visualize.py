@@ -84,7 +84,7 @@ class ExampleView:
     num_layers: int
     header: list[tuple[str, str]]  # (label, value) lines: question / gold / prediction, or label / prediction
     windows: list[Window]
-    threshold: float | list[float] | None = None  # Block-Skim's, or one per skim layer
+    thresholds: list[float] | None = None  # Block-Skim's, one per skim layer
     correct: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -190,8 +190,10 @@ def _qa_view(module, dm, index: int, rec: dict[str, Any]) -> ExampleView:
         windows.append(_window(module, out, j, tokens, texts, {1: golds}, {1: [pred_span] if pred_span else []}))
     header = [("question", rec["question"]), ("gold", " | ".join(dict.fromkeys(gold_texts)) or "(no answer)"),
               ("predicted", pred_text or "(no answer)"), ("score", f"EM {scores['exact_match']:.0f} · F1 {scores['f1']:.1f}")]
+    threshold = getattr(module.strategy, "threshold", None)  # Block-Skim's keep threshold of a layer
+    thresholds = [threshold(i) for i in module.strategy.skim_layers] if callable(threshold) else None
     return ExampleView("qa", index, str(rec["id"]), module.strategy.name, module.encoder.num_layers, header, windows,
-                       threshold=getattr(module.strategy.cfg, "layer_thresholds", None) or getattr(module.strategy.cfg, "threshold", None), correct=scores["exact_match"] == 100.0,
+                       thresholds=thresholds, correct=scores["exact_match"] == 100.0,
                        extra={"prediction": pred_text, "gold": gold_texts, "f1": scores["f1"]})
 
 
@@ -381,9 +383,9 @@ def figure(view: ExampleView, window: int = 0, with_text: bool = True, width_in:
         ax2.set_xlabel(f"block ({win.block_size} tokens)")
         ax2.set_ylabel("layer")
         ax2.set_yticks(range(L))
-        thr = view.threshold if isinstance(view.threshold, list) else [view.threshold] if view.threshold is not None else []
-        thr = f" (skims below {' / '.join(f'{t:g}' for t in thr)}{' per layer' if len(thr) > 1 else ''})" if thr else ""
-        ax2.set_title(f"Block-Skim P(keep) per block{thr}", fontsize=9)
+        ts = view.thresholds or []
+        shown = " / ".join(f"{t:g}" for t in ts) + " per layer" if len(set(ts)) > 1 else f"{ts[0]:g}" if ts else ""
+        ax2.set_title(f"Block-Skim P(keep) per block{f' (skims below {shown})' if shown else ''}", fontsize=9)
         cb = fig.colorbar(im, ax=ax2, fraction=0.05, pad=0.02)
         cb.ax.tick_params(labelsize=7)
     key = fig.add_axes((0.9 if has_blocks else 0.7, bottom, 0.015, height))

@@ -98,6 +98,7 @@ def test_every_strategy_qa_view(name, tmp_run_root):
     if name == "blockskim":
         blocks = views[0].windows[0].block_p_keep
         assert len(blocks) == 2 and all(p is not None and 0.0 <= p <= 1.0 for p in blocks[0])
+        assert views[0].thresholds == [module.strategy.cfg.threshold] * 2  # the strategy's own, per skim layer
 
 
 def test_mask_mode_view_equals_prune_mode(tmp_run_root):
@@ -194,3 +195,13 @@ def test_missing_checkpoint_is_one_error(tmp_run_root, capsys):
     code, errors = _run_visualize_in_process([*TINY, *SYNTH, f"ckpt_path={tmp_run_root / 'nope.ckpt'}"], tmp_run_root / "out", capsys)
     assert code == 2 and len(errors) == 1 and "checkpoint file not found" in errors[0]
     assert not (tmp_run_root / "out" / "visualization.html").exists()
+
+
+def test_blockskim_view_carries_each_layers_threshold(tmp_run_root):
+    from skim.visualize import collect_views, figure, load_records
+
+    module, dm = _module_and_data([*SYNTH, *STRATEGIES["blockskim"], "skim.layer_thresholds=[0.2,0.7]"])
+    view = collect_views(module, dm, load_records(dm, [1]))[0]
+    assert view.thresholds == [0.2, 0.7]
+    fig = figure(view)
+    assert any("skims below 0.2 / 0.7 per layer" in ax.get_title() for ax in fig.axes)

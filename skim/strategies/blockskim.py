@@ -629,9 +629,9 @@ class BlockSkim(SkimStrategy):
     def eval_report(self, totals: torch.Tensor) -> dict[str, Any]:
         """Per layer: P(keep) histograms of answer and of other real blocks (bins start at ``P_EDGES``)."""
         nb = len(self.P_EDGES)
-        out: dict[str, Any] = {"threshold": self.cfg.threshold, "p_edges": list(self.P_EDGES)}
-        if self.cfg.layer_thresholds is not None:
-            out["threshold"] = None  # not used
+        per_layer = self.cfg.layer_thresholds is not None
+        out: dict[str, Any] = {"threshold": None if per_layer else self.cfg.threshold, "p_edges": list(self.P_EDGES)}
+        if per_layer:
             out["layer_thresholds"] = dict(zip(self.skim_layers, self.cfg.layer_thresholds))
         for i in self.skim_layers:
             o = self._STATS * i
