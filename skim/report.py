@@ -19,7 +19,9 @@ from typing import Any
 
 from skim.errors import ConfigError
 
-DEFAULT_METRICS = ("val/em", "val/f1", "val/acc", "val/skim/kept_mean", "val/flops/speedup", "val/flops/speedup_vs_padded")
+# val/skim/answer_intact (extractive QA): the share of answer-holding features whose whole gold answer reached the output
+DEFAULT_METRICS = ("val/em", "val/f1", "val/acc", "val/skim/kept_mean", "val/skim/answer_intact", "val/flops/speedup",
+                   "val/flops/speedup_vs_padded")
 
 
 def load_rows(path: str | Path, under: str | list[str] | None = None) -> list[dict[str, Any]]:
@@ -97,7 +99,7 @@ def markdown_table(rows: list[dict[str, Any]], metrics: tuple[str, ...] = DEFAUL
             str(r.get("data")),
             str(r.get("padding")),
             scored_cell(r),
-            *(f"{m[k]:.2f}" if k in m and "kept" not in k else (f"{m[k]:.3f}" if k in m else "") for k in present),
+            *("" if k not in m else f"{m[k]:.3f}" if k.startswith("val/skim/") else f"{m[k]:.2f}" for k in present),
             " ".join(f"{x:.2f}" for x in kept_layers(m)),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -138,13 +138,12 @@ def eval_split(datamodule):
 @torch.no_grad()
 def collect_views(module, datamodule, records: list[tuple[int, dict[str, Any]]]) -> list[ExampleView]:
     """Run ``module`` (in eval mode) on each record and gather what the renderers draw."""
-    was_training, was_recording = module.training, module.encoder.record_alive
+    was_training = module.training
     module.eval()
-    module.encoder.record_alive = True
     try:
-        return [_qa_view(module, datamodule, i, r) if module.task == "qa" else _cls_view(module, datamodule, i, r) for i, r in records]
+        with module.encoder.recording_alive():
+            return [_qa_view(module, datamodule, i, r) if module.task == "qa" else _cls_view(module, datamodule, i, r) for i, r in records]
     finally:
-        module.encoder.record_alive = was_recording
         module.train(was_training)
 
 

@@ -47,7 +47,12 @@ def test_eval_reuses_the_runs_config(trained_run):
     res = run_cli(["-m", "skim.eval", f"ckpt_path={ckpt}", "trainer=cpu", "skim.threshold=1.0", f"hydra.run.dir={root / 'eval2'}"],
                   cwd=root, env_extra=_env(root))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads((root / "eval2" / "metrics.json").read_text())["metrics"]["val/skim/kept_layer1"] < 1.0
+    skimmed = json.loads((root / "eval2" / "metrics.json").read_text())["metrics"]
+    assert skimmed["val/skim/kept_layer1"] < 1.0
+    # what skimming left of the gold answers: Block-Skim decides after layer 0, so every answer enters it; threshold
+    # 1.0 skims the context blocks after it, and with them the answers
+    assert evaluated["val/skim/answer_kept_layer0"] == skimmed["val/skim/answer_kept_layer0"] == 1.0
+    assert skimmed["val/skim/answer_kept_layer1"] < evaluated["val/skim/answer_kept_layer1"]
 
 
 def test_corrupt_checkpoint_is_one_clear_error(tmp_path):

@@ -23,6 +23,8 @@ positions that did not survive with -100 logits).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -314,6 +316,15 @@ class SkimEncoder(nn.Module):
             self._pack(state)
 
     # ---- forward -----------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def recording_alive(self) -> Iterator[None]:
+        """Inside the block, outputs carry ``alive_per_layer`` (which tokens enter each layer)."""
+        was, self.record_alive = self.record_alive, True
+        try:
+            yield
+        finally:
+            self.record_alive = was
+
     def forward(
         self,
         input_ids: torch.Tensor,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skim.metrics.counts import SumVector
 from skim.metrics.qa_postprocess import merge_feature_logits, postprocess_qa_predictions
 from skim.metrics.squad import V2_SPLIT_METRICS, squad_v1_scores, squad_v2_scores
 from skim.state import EncoderOutput
@@ -36,6 +37,8 @@ class QAModule(SkimTaskModule):
             "write_predictions": True,
             **(dict(evaluation) if evaluation else {}),
         }
+        # gold-answer tokens that survive skimming (:func:`answer_survival`), summed over the validation epoch
+        self.answer_stats = SumVector(self.encoder.num_layers + 4)
         self.qa_outputs = nn.Linear(self.encoder.hidden_size, 2)
         nn.init.normal_(self.qa_outputs.weight, std=0.02)
         nn.init.zeros_(self.qa_outputs.bias)
@@ -75,12 +78,14 @@ class QAModule(SkimTaskModule):
         self._eval_buffer.clear()
 
     def validation_step(self, batch, batch_idx):
-        start, end, out = self(batch)
+        with self.encoder.recording_alive():
+            start, end, out = self(batch)
         bs = batch["input_ids"].shape[0]
         if "start_positions" in batch:
             terms = self._losses(start, end, out, batch)
             for k, v in terms.items():
                 self.log(f"val/{k}", v, batch_size=bs, sync_dist=True)
+            self.answer_stats.update(answer_survival(out, batch["start_positions"], batch["end_positions"]))
         skim_outputs = self.step_skim_outputs(out, batch)
         width = self._eval_width()
         pad = width - start.shape[1]
@@ -119,7 +124,8 @@ class QAModule(SkimTaskModule):
         dm = self.trainer.datamodule
         idx, st, en = self._gather()
         self._eval_buffer.clear()
-        skim_stats = self.compute_skim_stats()
+        skim_stats = self.compute_skim_stats() | answer_recall(self.answer_stats.compute())
+        self.answer_stats.reset()
         if self.trainer.sanity_checking:
             return
         examples, features = dm.eval_examples, dm.eval_features
@@ -184,6 +190,30 @@ def _restrict_to_complete(examples: list[dict], features: list[dict], idx: np.nd
     remap = {o: n for n, o in enumerate(old)}
     new_idx = np.array([remap.get(int(i), -1) for i in idx], dtype=np.int64)
     return kept_examples, [features[o] for o in old], new_idx
+
+
+def answer_survival(out: EncoderOutput, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Counts of what skimming left of the gold answers, over the features that hold theirs (start > 0; [CLS] marks
+    a feature without its answer): [answer tokens entering each layer..., answer tokens after the last layer, all
+    answer tokens, features, features whose every answer token reached the output]. A strategy that drops an answer
+    token makes the exact span unreachable (skimmed tokens cannot be the answer), so these bound EM."""
+    pos = torch.arange(out.final_keep.shape[1], device=start.device)
+    has = start > 0
+    span = (pos >= start[:, None]) & (pos <= end[:, None]) & has[:, None]  # [B, L]
+    entering = (out.alive_per_layer & span).sum((1, 2))  # [layers]
+    reached = (out.final_keep & span).sum(1)
+    intact = (reached == span.sum(1)) & has
+    return torch.cat([entering, torch.stack([reached.sum(), span.sum(), has.sum(), intact.sum()])])
+
+
+def answer_recall(counts: torch.Tensor) -> dict[str, float]:
+    """``answer_kept_layer{i}``: the share of gold-answer tokens entering layer i (``answer_kept_output``: after the
+    last layer); ``answer_intact``: the share of answer-holding features whose whole answer reached the output."""
+    *entering, reached, tokens, features, intact = counts.tolist()
+    if not tokens:
+        return {}
+    return {**{f"answer_kept_layer{i}": n / tokens for i, n in enumerate(entering)},
+            "answer_kept_output": reached / tokens, "answer_intact": intact / features}  # fmt: skip
 
 
 def exclude_skimmed(logits: torch.Tensor, out: EncoderOutput, fill: float) -> torch.Tensor:
