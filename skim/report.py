@@ -19,8 +19,9 @@ from typing import Any
 
 from skim.errors import ConfigError
 
-# val/skim/answer_intact (extractive QA): the share of answer-holding features whose whole gold answer reached the output
-DEFAULT_METRICS = ("val/em", "val/f1", "val/acc", "val/skim/kept_mean", "val/skim/answer_intact", "val/flops/speedup",
+# val/skim/answer_reachable (extractive QA): the share of answer-holding features whose answer's first and last tokens
+# reached the output
+DEFAULT_METRICS = ("val/em", "val/f1", "val/acc", "val/skim/kept_mean", "val/skim/answer_reachable", "val/flops/speedup",
                    "val/flops/speedup_vs_padded")
 
 

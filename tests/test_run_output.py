@@ -88,8 +88,8 @@ def test_report_marks_a_partial_evaluation(tiny_run, capsys):
     table = capsys.readouterr().out
     assert f"| {scored}/100 {PARTIAL_MARK} |" in table
     # the share of answers that reached the output, a QA column of its own
-    assert "val/skim/answer_intact" in table.splitlines()[0]
-    assert f"| {record['metrics']['val/skim/answer_intact']:.3f} |" in table
+    assert "val/skim/answer_reachable" in table.splitlines()[0]
+    assert f"| {record['metrics']['val/skim/answer_reachable']:.3f} |" in table
     assert table.rstrip().endswith("not comparable with complete rows.")
 
 
