@@ -55,6 +55,27 @@ def test_eval_reuses_the_runs_config(trained_run):
     assert skimmed["val/skim/answer_kept_layer1"] < evaluated["val/skim/answer_kept_layer1"]
 
 
+def test_a_skimming_run_evaluated_without_its_strategy(trained_run):
+    """skim=none on a Block-Skim checkpoint: its backbone and span head alone, dense; the predictors are left out."""
+    root = trained_run
+    ckpt = root / "train" / "checkpoints" / "last.ckpt"
+    runs = {}
+    for name, override in (("dense", "skim=none"), ("keep_all", "skim.threshold=0.0")):
+        res = run_cli(["-m", "skim.eval", f"ckpt_path={ckpt}", "trainer=cpu", override, f"hydra.run.dir={root / name}"],
+                      cwd=root, env_extra=_env(root))
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[name] = json.loads((root / name / "metrics.json").read_text())
+    dense, keep_all = runs["dense"]["metrics"], runs["keep_all"]["metrics"]
+    assert runs["dense"]["skim"] == "none" and dense["val/flops/speedup"] == 1.0
+    # Block-Skim keeping every block computes what the dense backbone does (plus its predictors' cost)
+    assert keep_all["val/skim/kept_mean"] == 1.0 and keep_all["val/flops/speedup"] < 1.0
+    assert dense["val/f1"] == pytest.approx(keep_all["val/f1"], abs=1e-6)
+    # a strategy with weights of its own still needs them
+    res = run_cli(["-m", "skim.eval", f"ckpt_path={ckpt}", "trainer=cpu", "skim=transkimmer", f"hydra.run.dir={root / 'tk'}"],
+                  cwd=root, env_extra=_env(root))
+    assert res.returncode != 0 and "cannot load this checkpoint" in res.stderr
+
+
 def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
     bad = tmp_path / "model.ckpt"
     bad.write_bytes(b"this is not a checkpoint")
