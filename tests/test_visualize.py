@@ -63,8 +63,9 @@ def test_encoder_records_alive_tokens_in_original_coordinates():
     enc = SkimEncoder(tiny_bert(layers=3), build_strategy({"name": "truncate", "keep_after": 1, "keep_ratio": 0.4})).eval()
     with torch.no_grad():
         assert enc(ids, mask, mode="prune").alive_per_layer is None  # off by default
-        enc.record_alive = True
-        pruned, masked = enc(ids, mask, mode="prune"), enc(ids, mask, mode="mask")
+        with enc.recording_alive():
+            pruned, masked = enc(ids, mask, mode="prune"), enc(ids, mask, mode="mask")
+        assert enc(ids, mask, mode="prune").alive_per_layer is None  # off again after the block
     alive = pruned.alive_per_layer
     assert alive.shape == (3, 3, 70)
     assert torch.equal(alive.sum(-1), pruned.kept_per_layer)

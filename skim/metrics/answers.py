@@ -8,6 +8,12 @@ import torch
 from skim.state import EncoderOutput
 
 
+def answer_mask(start: torch.Tensor, end: torch.Tensor, length: int) -> torch.Tensor:
+    """[B] gold start/end token indices -> [B, length] bool: the tokens of each gold answer span."""
+    pos = torch.arange(length, device=start.device)
+    return (pos[None] >= start[:, None]) & (pos[None] <= end[:, None])
+
+
 def answer_survival(out: EncoderOutput, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
     """Counts of what skimming left of the gold answers, over the features that hold theirs (start > 0; [CLS] marks
     a feature without its answer): [answer tokens entering each layer..., answer tokens after the last layer, all
@@ -15,9 +21,8 @@ def answer_survival(out: EncoderOutput, start: torch.Tensor, end: torch.Tensor) 
     off those two covers the answer whatever skimming did between them; where skimmed tokens cannot be the answer
     (``skimmed_logit``: Block-Skim, Transkimmer ``exclude``, PoWER-BERT, LTP) a feature without them cannot give
     its exact gold span."""
-    pos = torch.arange(out.final_keep.shape[1], device=start.device)
     has = start > 0
-    span = (pos >= start[:, None]) & (pos <= end[:, None]) & has[:, None]  # [B, L]
+    span = answer_mask(start, end, out.final_keep.shape[1]) & has[:, None]  # [B, L]
     entering = (out.alive_per_layer & span).sum((1, 2))  # [layers]
     reached = (out.final_keep & span).sum()
     ends = out.final_keep.gather(1, torch.stack([start, end], 1)).all(1) & has

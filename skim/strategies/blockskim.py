@@ -38,6 +38,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from skim.errors import ConfigError
+from skim.metrics.answers import answer_mask
 from skim.state import AttachedEncoder, EncoderOutput, SkimState
 from skim.strategies.base import SkimStrategy, StrategyConfig, register
 
@@ -410,9 +411,7 @@ def block_labels(
 ) -> torch.Tensor:
     """[B] gold start/end token indices -> [B, K] long labels (1 = block holds >= min_answer_tokens answer tokens)."""
     K = -(-length // block_size)
-    t = torch.arange(K * block_size, device=start.device)
-    answer = (t[None] >= start[:, None]) & (t[None] <= end[:, None])
-    counts = answer.view(-1, K, block_size).sum(-1)
+    counts = answer_mask(start, end, K * block_size).view(-1, K, block_size).sum(-1)
     return (counts >= min_answer_tokens).long()
 
 

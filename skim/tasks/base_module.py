@@ -139,7 +139,7 @@ class SkimTaskModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._rng_to_restore = checkpoint.get("skim_rng")
-        if not any(True for _ in self.strategy.state_dict()):
+        if not self.strategy.state_dict():
             # a strategy without weights (skim.eval skim=none|random|truncate on a skimming run: its backbone alone, or
             # at a budget) leaves the run's predictors unused; any other strategy must match them exactly
             state = checkpoint["state_dict"]
