@@ -181,6 +181,55 @@ def test_transkimmer_runs_on_qa(minilm_path):
     assert start.shape == ids.shape and torch.isfinite(start).all()
 
 
+@pytest.mark.parametrize("skimmed_answer_loss", ["backbone", "predictors"])
+def test_a_skimmed_answer_trains_only_the_predictors_when_asked(minilm_path, skimmed_answer_loss):
+    """skimmed_answer_loss=predictors: the span loss of a feature whose sampled mask skimmed its gold answer reaches only
+    the keep weights (so the predictors learn to keep answers), not the span head or the last layer, which no
+    predictor reads; features whose answer was kept train everything, and the loss values are those of the default."""
+    import torch.nn.functional as F
+
+    from skim.metrics.answers import answer_reached
+    from skim.tasks.qa_module import QAModule
+
+    torch.manual_seed(0)
+    module = QAModule(
+        model={"pretrained_name_or_path": minilm_path, "random_init": True,
+               "config_overrides": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}},
+        skim={"name": "transkimmer", "skim_coefficient": 0.0, "bias_init": 0.0, "skimmed_answer_loss": skimmed_answer_loss},
+    ).train()
+    ids, mask = ragged_batch(8, 60, vocab=1000, min_len=40)
+    sp, ep = torch.tensor([3, 5, 7, 9, 11, 13, 15, 0]), torch.tensor([4, 6, 8, 9, 12, 13, 17, 0])
+    batch = {"input_ids": ids, "attention_mask": mask, "start_positions": sp, "end_positions": ep}
+    torch.manual_seed(1)
+    start, end, out = module(batch)
+    lost = ~answer_reached(out.final_keep, sp, ep)
+    assert lost.any() and (~lost).any() and not lost[7]  # the answerless feature points at [CLS], always kept
+    per_row = F.cross_entropy(start, sp, reduction="none") + F.cross_entropy(end, ep, reduction="none")
+    head, last_layer = module.qa_outputs.weight, module.encoder.adapter.layers[1].output.dense.weight
+    predictor = module.encoder.strategy.predictors["1"].net[1].weight
+    params = [head, last_layer, predictor]
+    g_lost = torch.autograd.grad(per_row[lost].sum(), params, retain_graph=True, allow_unused=True)
+    g_kept = torch.autograd.grad(per_row[~lost].sum(), params, allow_unused=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in g_kept)
+    assert g_lost[2] is not None and g_lost[2].abs().sum() > 0  # the pull towards keeping the answer
+    if skimmed_answer_loss == "predictors":
+        assert all(g is None or g.abs().sum() == 0 for g in g_lost[:2])
+    else:
+        assert all(g is not None and g.abs().sum() > 0 for g in g_lost[:2])
+    # the same forward values as the default, whatever the gradient
+    reference = QAModule(
+        model={"pretrained_name_or_path": minilm_path, "random_init": True,
+               "config_overrides": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}},
+        skim={"name": "transkimmer", "skim_coefficient": 0.0, "bias_init": 0.0},
+    ).train()
+    reference.load_state_dict(module.state_dict())
+    torch.manual_seed(1)
+    ref_start, _, _ = reference(batch)
+    torch.testing.assert_close(ref_start, start)
+    with pytest.raises(ConfigError, match="skimmed_answer_loss"):
+        build_strategy({"name": "transkimmer", "qa_skimmed": "forward", "skimmed_answer_loss": "predictors"})
+
+
 def test_straight_through_gradient_reaches_skimmed_tokens():
     """The task loss must tell the predictor what keeping a *skimmed* token would change (else it can only ever
     learn to skim): the gradient w.r.t. the mask is non-zero at positions where the mask is 0."""

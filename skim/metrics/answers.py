@@ -14,6 +14,12 @@ def answer_mask(start: torch.Tensor, end: torch.Tensor, length: int) -> torch.Te
     return (pos[None] >= start[:, None]) & (pos[None] <= end[:, None])
 
 
+def answer_reached(keep: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """[B] bool: whether each gold answer's first and last tokens are both in ``keep`` ([B, L] bool); for a feature
+    without its answer (start = end = 0) that is whether [CLS] was kept."""
+    return keep.gather(1, torch.stack([start, end], 1)).all(1)
+
+
 def answer_survival(out: EncoderOutput, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
     """Counts of what skimming left of the gold answers, over the features that hold theirs (start > 0; [CLS] marks
     a feature without its answer): [answer tokens entering each layer..., answer tokens after the last layer, all
@@ -25,7 +31,7 @@ def answer_survival(out: EncoderOutput, start: torch.Tensor, end: torch.Tensor) 
     span = answer_mask(start, end, out.final_keep.shape[1]) & has[:, None]  # [B, L]
     entering = (out.alive_per_layer & span).sum((1, 2))  # [layers]
     reached = (out.final_keep & span).sum()
-    ends = out.final_keep.gather(1, torch.stack([start, end], 1)).all(1) & has
+    ends = answer_reached(out.final_keep, start, end) & has
     return torch.cat([entering, torch.stack([reached, span.sum(), has.sum(), ends.sum()])])
 
 

@@ -20,6 +20,10 @@ forwarded to the output. See ``../shared/docs/algorithms.md`` §2. The original 
   gradient into stale states that no head reads. On real SQuAD ``forward`` never starts to skim: at the dense
   checkpoint the straight-through gradient through the stale states pushes the mean token towards "keep" harder than
   the skim loss pushes it away (README, "Why Transkimmer did not skim on SQuAD").
+* ``skimmed_answer_loss`` (QA with ``exclude``, not in the original) – ``backbone`` (default): a feature whose sampled
+  mask skimmed its gold answer's first or last token still trains the backbone and span head with its span loss, which
+  then only lowers the logits of whatever was kept; ``predictors``: that loss reaches only the keep weights, pulling
+  the answer's towards keep (and, through the predictors, the layers they read), never the span logits.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class TranskimmerConfig(StrategyConfig):
     skim_layers: list[int] | None = None
     #: extractive QA: "exclude" skimmed tokens from the answer (fixed) or score their "forward"ed state (original)
     qa_skimmed: str = "exclude"
+    #: extractive QA, ``exclude``: a skimmed gold answer's span loss trains the "backbone" too, or only the "predictors"
+    skimmed_answer_loss: str = "backbone"
 
 
 class SkimPredictor(nn.Module):
@@ -122,6 +128,7 @@ class Transkimmer(SkimStrategy):
             ("eval_decision", ("argmax", "gumbel", "expected")),
             ("loss_denominator", ("real", "padded")),
             ("qa_skimmed", ("exclude", "forward")),
+            ("skimmed_answer_loss", ("backbone", "predictors")),
         ):
             if getattr(cfg, key) not in allowed:
                 raise ConfigError(f"skim.{key} must be one of {allowed}, got {getattr(cfg, key)!r}")
@@ -134,6 +141,9 @@ class Transkimmer(SkimStrategy):
         excluded = cfg.qa_skimmed == "exclude"
         self.skimmed_logit = -100.0 if excluded else None  # Block-Skim's value; None: score the forwarded state
         self.forwarded_state_gradient = not excluded
+        if cfg.skimmed_answer_loss == "predictors" and not excluded:
+            raise ConfigError("skim.skimmed_answer_loss=predictors needs skim.qa_skimmed=exclude (a forwarded answer is scored)")
+        self.skimmed_answer_trains_backbone = cfg.skimmed_answer_loss == "backbone"
 
     @classmethod
     def check_compatible(cls, task: str, attn_implementation: str) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skim.metrics.answers import answer_recall, answer_survival
+from skim.metrics.answers import answer_reached, answer_recall, answer_survival
 from skim.metrics.counts import SumVector
 from skim.metrics.qa_postprocess import merge_feature_logits, postprocess_qa_predictions
 from skim.metrics.squad import V2_SPLIT_METRICS, squad_v1_scores, squad_v2_scores
@@ -56,7 +56,12 @@ class QAModule(SkimTaskModule):
         fill = self.strategy.skimmed_logit
         if fill is not None:
             # tokens removed by the strategy can never be predicted as an answer (Block-Skim: -100)
-            start, end = exclude_skimmed(start, out, fill), exclude_skimmed(end, out, fill)
+            lost = None
+            if self.training and not self.strategy.skimmed_answer_trains_backbone and "start_positions" in batch:
+                L = start.shape[1]
+                sp, ep = batch["start_positions"].clamp(0, L - 1), batch["end_positions"].clamp(0, L - 1)
+                lost = ~answer_reached(out.final_keep, sp, ep)
+            start, end = exclude_skimmed(start, out, fill, lost), exclude_skimmed(end, out, fill, lost)
         return start, end, out
 
     def _losses(self, start, end, out, batch) -> dict[str, torch.Tensor]:
@@ -193,8 +198,9 @@ def _restrict_to_complete(examples: list[dict], features: list[dict], idx: np.nd
     return kept_examples, [features[o] for o in old], new_idx
 
 
-def exclude_skimmed(logits: torch.Tensor, out: EncoderOutput, fill: float) -> torch.Tensor:
-    """Write ``fill`` at the positions that did not survive to the output.
+def exclude_skimmed(logits: torch.Tensor, out: EncoderOutput, fill: float, lost: torch.Tensor | None = None) -> torch.Tensor:
+    """Write ``fill`` at the positions that did not survive to the output; ``lost`` ([B] bool, training only): rows
+    whose gold answer was skimmed, whose span loss then reaches the keep weights but not the backbone and span head.
 
     With straight-through keep weights w (mask-mode training) the forward value is the same, and ``w - w.detach()``
     (zero) gives every position, kept or skimmed, d logit / d w = 1: d loss / d w = p - y of the span softmax over the
@@ -204,5 +210,8 @@ def exclude_skimmed(logits: torch.Tensor, out: EncoderOutput, fill: float) -> to
     """
     w = out.final_keep_weight
     kept = out.final_keep if w is None else w > 0
+    if lost is not None:
+        # with the answer at ``fill`` the loss only lowers the kept positions' logits, whatever they hold
+        logits = torch.where(lost[:, None], logits.detach(), logits)
     masked = torch.where(kept, logits, torch.full_like(logits, fill))
     return masked if w is None else masked + (w - w.detach()).to(logits.dtype)
