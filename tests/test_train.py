@@ -198,12 +198,17 @@ def test_transkimmer_on_squad_v2_slice(tmp_run_root):
     require_shared(v2)
     overrides = [o for o in SLICE if not o.startswith(("data=", "data.train_file", "data.validation_file"))]
     metrics, out = _train(
-        [*overrides, "data=squad_v2", "data.hub_name=null", f"data.train_file={v2}", f"data.validation_file={v2}", "skim=transkimmer"],
+        [*overrides, "data=squad_v2", "data.hub_name=null", f"data.train_file={v2}", f"data.validation_file={v2}", "skim=transkimmer",
+         "trainer.log_every_n_steps=1"],
         tmp_run_root,
     )
     assert {"val/HasAns_f1", "val/NoAns_f1", "val/f1"} <= set(metrics)
     assert (out / "null_odds.json").exists()
     assert len(json.loads((out / "predictions.json").read_text())) == 64
+    # the share of answers the Gumbel samples left reachable, per training step
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").read_text().splitlines()))
+    reachable = [float(r["train/skim/answer_reachable"]) for r in rows if r.get("train/skim/answer_reachable")]
+    assert reachable and all(0.0 <= v <= 1.0 for v in reachable)
 
 
 def test_wandb_config_holds_choices_and_overrides_once(tmp_run_root):

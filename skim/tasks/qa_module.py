@@ -58,16 +58,12 @@ class QAModule(SkimTaskModule):
             # tokens removed by the strategy can never be predicted as an answer (Block-Skim: -100)
             lost = None
             if self.training and not self.strategy.skimmed_answer_trains_backbone and "start_positions" in batch:
-                L = start.shape[1]
-                sp, ep = batch["start_positions"].clamp(0, L - 1), batch["end_positions"].clamp(0, L - 1)
-                lost = ~answer_reached(out.final_keep, sp, ep)
+                lost = ~answer_reached(out.final_keep, *gold_positions(batch, start.shape[1]))
             start, end = exclude_skimmed(start, out, fill, lost), exclude_skimmed(end, out, fill, lost)
         return start, end, out
 
     def _losses(self, start, end, out, batch) -> dict[str, torch.Tensor]:
-        L = start.shape[1]
-        sp = batch["start_positions"].clamp(0, L - 1)
-        ep = batch["end_positions"].clamp(0, L - 1)
+        sp, ep = gold_positions(batch, start.shape[1])
         qa = (F.cross_entropy(start, sp) + F.cross_entropy(end, ep)) / 2
         terms = {"qa_loss": qa, **self.strategy.aux_losses(out, batch)}
         terms["loss"] = sum(terms.values())
@@ -77,6 +73,12 @@ class QAModule(SkimTaskModule):
         start, end, out = self(batch)
         terms = self._losses(start, end, out, batch)
         self.log_training_step(terms, out, batch)
+        sp, ep = gold_positions(batch, start.shape[1])
+        has = sp > 0
+        if self.strategy.name != "none" and has.any():
+            # answers the training-time decisions (Gumbel samples) left reachable: the others' span loss is large
+            reached = answer_reached(out.final_keep, sp, ep)[has].float().mean()
+            self.log("train/skim/answer_reachable", reached, batch_size=int(has.sum()))
         return terms["loss"]
 
     # ---- evaluation --------------------------------------------------------------------------------------
@@ -182,6 +184,11 @@ class QAModule(SkimTaskModule):
         if null_odds is not None:
             with open(os.path.join(out_dir, "null_odds.json"), "w") as f:
                 json.dump(null_odds, f)
+
+
+def gold_positions(batch: dict[str, torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gold start/end token indices, clamped into the batch's ``length`` (HF's convention for spans beyond it)."""
+    return batch["start_positions"].clamp(0, length - 1), batch["end_positions"].clamp(0, length - 1)
 
 
 def _restrict_to_complete(examples: list[dict], features: list[dict], idx: np.ndarray):
