@@ -87,7 +87,7 @@ def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
     if path == "last":
         path = str(out_dir / "checkpoints" / "last.ckpt")
     if path:
-        check_resumable(path)
+        check_resumable(path, skim=cfg.skim.name)
     return path
 
 

@@ -94,6 +94,20 @@ def test_mismatched_checkpoint_is_one_clear_error(trained_run):
     assert len(lines) == 1 and "cannot load" in lines[0]
 
 
+def test_resuming_with_another_strategy_is_one_clear_error(trained_run):
+    """skim.eval may score a skimming run's backbone with skim=none; resuming its training with skim=none may not (the
+    optimiser state holds the predictors' parameters): one line, before any data is read, nothing written."""
+    root = trained_run
+    ckpt = root / "train" / "checkpoints" / "last.ckpt"
+    overrides = [o for o in TRAIN if not o.startswith("skim")]
+    res = run_cli(["-m", "skim.train", *overrides, "skim=none", f"ckpt_path={ckpt}", f"hydra.run.dir={root / 'resume'}"],
+                  cwd=root, env_extra=_env(root))
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("skim: error:")]
+    assert len(lines) == 1 and "a skim=blockskim run cannot resume as skim=none" in lines[0]
+    assert "Traceback" not in res.stderr and not (root / "resume" / "metrics.json").exists()
+
+
 def test_same_seed_deterministic_runs_give_identical_metrics(tmp_run_root):
     require_shared(SQUAD_DEV)
     from skim.train import train

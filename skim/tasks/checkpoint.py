@@ -42,13 +42,21 @@ def read_checkpoint(path: str | Path, option: str) -> dict[str, Any]:
     return ckpt
 
 
-def check_resumable(path: str | Path, option: str = "ckpt_path") -> None:
-    """Resume needs the optimiser and loop state, which weights-only checkpoints (``best``) do not hold."""
-    missing = [k for k in RESUME_KEYS if k not in read_checkpoint(path, option)]
+def check_resumable(path: str | Path, option: str = "ckpt_path", skim: str | None = None) -> None:
+    """Resume needs the optimiser and loop state, which weights-only checkpoints (``best``) do not hold, and the
+    run's own strategy ``skim`` (another one's parameters and optimiser state do not match)."""
+    ckpt = read_checkpoint(path, option)
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
     if missing:
         raise ConfigError(
             f"{option} {path}: a weights-only checkpoint cannot resume training (no {', '.join(missing)}); resume from "
             "the run's checkpoints/last.ckpt, or start new weights from it with model.init_checkpoint=..."
+        )
+    saved = (ckpt.get("hyper_parameters", {}).get("skim") or {}).get("name")
+    if skim is not None and saved is not None and saved != skim:
+        raise ConfigError(
+            f"{option} {path}: a skim={saved} run cannot resume as skim={skim}; start new weights from it with "
+            "model.init_checkpoint=..., or evaluate it with skim.eval (skim=none scores its backbone alone)"
         )
 
 
