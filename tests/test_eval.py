@@ -53,6 +53,15 @@ def test_eval_reuses_the_runs_config(trained_run):
     # 1.0 skims the context blocks after it, and with them the answers
     assert evaluated["val/skim/answer_kept_layer0"] == skimmed["val/skim/answer_kept_layer0"] == 1.0
     assert skimmed["val/skim/answer_kept_layer1"] < evaluated["val/skim/answer_kept_layer1"]
+    # skimmed_tokens.json: per layer, the tokens kept out of it; their total is what kept_layer{i} says was dropped
+    census = json.loads((root / "eval2" / "skimmed_tokens.json").read_text())
+    seen = census["tokens_seen"]
+    for layer in census["not_entering_layer"]:
+        i, top = layer["layer"], layer["top"]
+        assert layer["tokens_skimmed"] == pytest.approx((1 - skimmed[f"val/skim/kept_layer{i}"]) * seen, abs=0.5)
+        assert all(t["skimmed"] <= t["seen"] for t in top)
+        assert [t["skimmed"] for t in top] == sorted((t["skimmed"] for t in top), reverse=True)
+    assert census["not_entering_layer"][0]["tokens_skimmed"] == 0 and census["not_entering_layer"][1]["top"]
 
 
 def test_a_skimming_run_evaluated_without_its_strategy(trained_run):

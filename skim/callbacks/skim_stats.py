@@ -8,6 +8,8 @@ reported separately, because a strategy may be told never to drop them.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import lightning.pytorch as pl
@@ -73,6 +75,51 @@ class SkimStatsCallback(_Accumulating):
             pl_module.log(f"val/skim/kept_context_layer{i}", c)
         pl_module.log("val/skim/kept_mean", sum(kept) / len(kept))
         pl_module.log("val/skim/kept_example_mean", float(t["example_ratio"][0]) / max(float(t["examples"][0]), 1.0))
+
+
+class SkimmedTokensCallback(_Accumulating):
+    """``skimmed_tokens.json`` in the run directory: per layer, the ``top_k`` tokens most often kept out of it, each
+    with how often it occurs in the evaluated text: what a skimmer learnt to drop (README, "Transkimmer on SQuAD
+    with a skimmed answer's loss kept off the span logits": periods and [SEP] before layer 0). Counts are per vocabulary id, summed over examples and DDP ranks; padding never counts."""
+
+    FILE = "skimmed_tokens.json"
+
+    def __init__(self, top_k: int = 20):
+        super().__init__()
+        self.top_k = top_k
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        super().on_validation_epoch_start(trainer, pl_module)
+        pl_module.encoder.record_alive = True  # the task's validation_step then returns which tokens enter each layer
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        alive = (_layer_stats(outputs) or {}).get("alive")
+        if alive is None:
+            return
+        vocab = pl_module.encoder.backbone.config.vocab_size
+        ids, real = batch["input_ids"], batch["attention_mask"].bool()
+        self._acc("seen", torch.bincount(ids[real], minlength=vocab), pl_module.device)
+        dropped = torch.stack([torch.bincount(ids[real & ~a], minlength=vocab) for a in alive])
+        self._acc("dropped", dropped, pl_module.device)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.encoder.record_alive = False
+        totals = self._totals()
+        if not totals or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        seen = totals["seen"]
+        dropped = totals["dropped"].reshape(-1, seen.numel())
+        convert = trainer.datamodule.tokenizer.convert_ids_to_tokens
+        layers = []
+        for i, row in enumerate(dropped):
+            top = [t for t in row.argsort(descending=True)[: self.top_k].tolist() if row[t] > 0]
+            layers.append({"layer": i, "tokens_skimmed": int(row.sum()),
+                           "top": [{"token": convert(t), "skimmed": int(row[t]), "seen": int(seen[t])} for t in top]})  # fmt: skip
+        os.makedirs(pl_module.files_dir, exist_ok=True)
+        path = os.path.join(pl_module.files_dir, self.FILE)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"tokens_seen": int(seen.sum()), "not_entering_layer": layers}, f, indent=1, ensure_ascii=False)
+        os.replace(path + ".tmp", path)
 
 
 class FlopsCallback(_Accumulating):

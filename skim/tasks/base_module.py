@@ -207,6 +207,8 @@ class SkimTaskModule(pl.LightningModule):
             "pred_tokens": self.strategy.predictor_tokens(out).detach(),
             "final": out.final_keep.sum(1).detach(),
             "padded_len": int(out.final_keep.shape[1]),
+            # which tokens entered each layer ([layers, B, L]), when the encoder records it (skimmed_tokens callback)
+            "alive": out.alive_per_layer,
         }
 
     @property

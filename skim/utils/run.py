@@ -21,7 +21,7 @@ from skim.errors import RunInterrupted, SkimError
 log = logging.getLogger("skim")
 
 # what only a finished run holds: a failed or interrupted run must not leave an earlier validation's copy behind
-RESULT_FILES = ("metrics.json", "predictions.json")
+RESULT_FILES = ("metrics.json", "predictions.json", "skimmed_tokens.json")
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
