@@ -80,7 +80,8 @@ class SkimStatsCallback(_Accumulating):
 class SkimmedTokensCallback(_Accumulating):
     """``skimmed_tokens.json`` in the run directory: per layer, the ``top_k`` tokens most often kept out of it, each
     with how often it occurs in the evaluated text: what a skimmer learnt to drop (README, "Transkimmer on SQuAD
-    with a skimmed answer's loss kept off the span logits": periods and [SEP] before layer 0). Counts are per vocabulary id, summed over examples and DDP ranks; padding never counts."""
+    with a skimmed answer's loss kept off the span logits": periods and [SEP] before layer 0). Counts are per
+    vocabulary id, summed over examples and DDP ranks; padding never counts."""
 
     FILE = "skimmed_tokens.json"
 
