@@ -62,6 +62,12 @@ def test_eval_reuses_the_runs_config(trained_run):
         assert all(t["skimmed"] <= t["seen"] for t in top)
         assert [t["skimmed"] for t in top] == sorted((t["skimmed"] for t in top), reverse=True)
     assert census["not_entering_layer"][0]["tokens_skimmed"] == 0 and census["not_entering_layer"][1]["top"]
+    # a wrong option is one line before anything runs
+    res = run_cli(["-m", "skim.eval", f"ckpt_path={ckpt}", "trainer=cpu", "callbacks.skimmed_tokens.top_k=abc",
+                   f"hydra.run.dir={root / 'eval3'}"], cwd=root, env_extra=_env(root))
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("skim: error:")]
+    assert len(lines) == 1 and "callbacks.skimmed_tokens.top_k" in lines[0] and not (root / "eval3" / "metrics.json").exists()
 
 
 def test_a_skimming_run_evaluated_without_its_strategy(trained_run):

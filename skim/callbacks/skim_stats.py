@@ -8,15 +8,16 @@ reported separately, because a strategy may be told never to drop them.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
+from skim.errors import ConfigError
 from skim.metrics.counts import SumVector
 from skim.metrics.flops import EncoderShape, encoder_macs, head_macs
+from skim.utils.run import write_json
 
 
 def _layer_stats(outputs: Any) -> dict[str, torch.Tensor] | None:
@@ -87,6 +88,8 @@ class SkimmedTokensCallback(_Accumulating):
 
     def __init__(self, top_k: int = 20):
         super().__init__()
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"callbacks.skimmed_tokens.top_k must be an integer of at least 1, got {top_k!r}")
         self.top_k = top_k
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
@@ -116,11 +119,7 @@ class SkimmedTokensCallback(_Accumulating):
             top = [t for t in row.argsort(descending=True)[: self.top_k].tolist() if row[t] > 0]
             layers.append({"layer": i, "tokens_skimmed": int(row.sum()),
                            "top": [{"token": convert(t), "skimmed": int(row[t]), "seen": int(seen[t])} for t in top]})  # fmt: skip
-        os.makedirs(pl_module.files_dir, exist_ok=True)
-        path = os.path.join(pl_module.files_dir, self.FILE)
-        with open(path + ".tmp", "w") as f:
-            json.dump({"tokens_seen": int(seen.sum()), "not_entering_layer": layers}, f, indent=1, ensure_ascii=False)
-        os.replace(path + ".tmp", path)
+        write_json(os.path.join(pl_module.files_dir, self.FILE), {"tokens_seen": int(seen.sum()), "not_entering_layer": layers})
 
 
 class FlopsCallback(_Accumulating):
