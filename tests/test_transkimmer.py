@@ -244,6 +244,32 @@ def test_straight_through_gradient_reaches_skimmed_tokens():
     assert grad[dropped].abs().gt(0).float().mean() > 0.9
 
 
+@pytest.mark.parametrize("chain", ["product", "until_skipped"])
+def test_keep_weight_chain_decides_whether_later_skims_gate_the_gradient(chain):
+    """A token skimmed before layer 0 whose later decisions (sampled on its stale state) include a "skim": under
+    ``product`` (the original) its final keep weight passes no gradient back to the layer-0 decision, under
+    ``until_skipped`` all of it; tokens whose later decisions are all "keep" pass it under both. Same forward values.
+    (d w / d m0 is 1 or 0 up to the small path through the later predictors' soft inputs.)"""
+    weights = {}
+    for name in ("product", chain):
+        enc = _encoder(spread=1.0, keep_weight_chain=name).train()
+        ids, mask = ragged_batch(4, 40, min_len=40)
+        torch.manual_seed(3)
+        out = enc(ids, mask, mode="mask")
+        weights[name] = out.final_keep_weight
+    first, *later = (out.extras["tk_decisions"][i] for i in range(3))
+    (grad,) = torch.autograd.grad(out.final_keep_weight.sum(), first)
+    torch.testing.assert_close(weights[chain], weights["product"])
+    skimmed = mask.bool() & (first == 0)
+    later_keep = torch.stack(later).detach().prod(0) == 1
+    assert (skimmed & later_keep).any() and (skimmed & ~later_keep).any()
+    assert (grad[skimmed & later_keep] - 1).abs().max() < 0.1
+    expected = 0.0 if chain == "product" else 1.0
+    assert (grad[skimmed & ~later_keep] - expected).abs().max() < 0.1
+    with pytest.raises(ConfigError, match="keep_weight_chain"):
+        build_strategy({"name": "transkimmer", "keep_weight_chain": "sum"})
+
+
 def test_qa_exclude_is_the_span_softmax_over_kept_tokens():
     """qa_skimmed=exclude (default): skimmed positions get Block-Skim's -100 and, with straight-through keep weights,
     d loss / d w is p - y of the softmax over kept positions, at kept *and* skimmed positions (a skimmed answer must

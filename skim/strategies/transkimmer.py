@@ -24,6 +24,11 @@ forwarded to the output. See ``../shared/docs/algorithms.md`` §2. The original 
   mask skimmed its gold answer's first or last token still trains the backbone and span head with its span loss, which
   then only lowers the logits of whatever was kept; ``predictors``: that loss reaches only the keep weights, pulling
   the answer's towards keep (and, through the predictors, the layers they read), never the span logits.
+* ``keep_weight_chain`` (not in the original) – ``product`` (default, the original): a token's keep weight is the
+  product of every layer's straight-through decision, also the decisions sampled after it was skimmed, which change
+  nothing in the forward pass but multiply the gradient to the predictor that skimmed it: when a later one samples
+  "skim" too, that gradient is exactly zero. ``until_skipped``: the product stops at the layer that skimmed the token,
+  so the losses always reach that predictor; the forward pass is the same.
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ class TranskimmerConfig(StrategyConfig):
     qa_skimmed: str = "exclude"
     #: extractive QA, ``exclude``: a skimmed gold answer's span loss trains the "backbone" too, or only the "predictors"
     skimmed_answer_loss: str = "backbone"
+    #: a token's keep weight over the layers: the "product" of every layer's straight-through decision (the original),
+    #: or the product "until_skipped": the decisions after the one that skimmed it (no effect on the forward pass)
+    #: then no longer gate the gradient that the span and skim losses send to that layer's predictor
+    keep_weight_chain: str = "product"
 
 
 class SkimPredictor(nn.Module):
@@ -129,6 +138,7 @@ class Transkimmer(SkimStrategy):
             ("loss_denominator", ("real", "padded")),
             ("qa_skimmed", ("exclude", "forward")),
             ("skimmed_answer_loss", ("backbone", "predictors")),
+            ("keep_weight_chain", ("product", "until_skipped")),
         ):
             if getattr(cfg, key) not in allowed:
                 raise ConfigError(f"skim.{key} must be one of {allowed}, got {getattr(cfg, key)!r}")
@@ -196,7 +206,10 @@ class Transkimmer(SkimStrategy):
             prev_pad = extras.get("tk_prev_pad", torch.ones_like(m))
             m_pad = m * prev_pad
             extras["tk_prev_pad"] = m_pad
-        m = m * prev  # cumulative: a skimmed token never returns (padding stays 0)
+        # cumulative: a skimmed token never returns (padding stays 0). With straight-through weights d(m * prev)/d prev
+        # is m: under "product" a token that a later predictor would also skim passes no gradient back to the layer
+        # that skimmed it, so once most layers skim a token, no loss can pull it back (SQuAD, README)
+        m = torch.where(prev > 0.5, m * prev, prev) if self.cfg.keep_weight_chain == "until_skipped" else m * prev
         extras["tk_masks"].append((m, state.alive & (m > 0.5), m_pad))
         if state.mode == "mask":
             state.keep_weight = m
