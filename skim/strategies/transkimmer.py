@@ -24,11 +24,13 @@ forwarded to the output. See ``../shared/docs/algorithms.md`` §2. The original 
   mask skimmed its gold answer's first or last token still trains the backbone and span head with its span loss, which
   then only lowers the logits of whatever was kept; ``predictors``: that loss reaches only the keep weights, pulling
   the answer's towards keep (and, through the predictors, the layers they read), never the span logits.
-* ``keep_weight_chain`` (not in the original) – ``product`` (default, the original): a token's keep weight is the
-  product of every layer's straight-through decision, also the decisions sampled after it was skimmed, which change
-  nothing in the forward pass but multiply the gradient to the predictor that skimmed it: when a later one samples
-  "skim" too, that gradient is exactly zero. ``until_skipped``: the product stops at the layer that skimmed the token,
-  so the losses always reach that predictor; the forward pass is the same.
+* ``keep_weight_chain`` – ``product`` (default, the original): a token's keep weight is the product of every layer's
+  straight-through decision, also the decisions sampled after it was skimmed, which change nothing in the forward
+  pass but multiply the gradient to the predictor that skimmed it: when a later one samples "skim" too, that gradient
+  is exactly zero. ``until_skipped`` (not in the original): the product stops at the layer that skimmed the token, so
+  the losses always reach that predictor; the forward pass is the same. On SQuAD the product is what kept collapsed
+  runs (nothing but [CLS] kept) from ever coming back; ``until_skipped`` ended them at ~30 F1 instead of ~2 but did
+  not stop the slide, and cost 3 F1 in a run that ``product`` kept stable (README, "Transkimmer's collapse on SQuAD").
 """
 
 from __future__ import annotations
@@ -208,7 +210,7 @@ class Transkimmer(SkimStrategy):
             extras["tk_prev_pad"] = m_pad
         # cumulative: a skimmed token never returns (padding stays 0). With straight-through weights d(m * prev)/d prev
         # is m: under "product" a token that a later predictor would also skim passes no gradient back to the layer
-        # that skimmed it, so once most layers skim a token, no loss can pull it back (SQuAD, README)
+        # that skimmed it (neither the span loss's pull nor the skim loss's)
         m = torch.where(prev > 0.5, m * prev, prev) if self.cfg.keep_weight_chain == "until_skipped" else m * prev
         extras["tk_masks"].append((m, state.alive & (m > 0.5), m_pad))
         if state.mode == "mask":
