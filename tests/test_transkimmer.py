@@ -251,21 +251,25 @@ def test_keep_weight_chain_decides_whether_later_skims_gate_the_gradient(chain):
     ``until_skipped`` all of it; tokens whose later decisions are all "keep" pass it under both. Same forward values.
     (d w / d m0 is 1 or 0 up to the small path through the later predictors' soft inputs.)"""
     weights = {}
-    for name in ("product", chain):
-        enc = _encoder(spread=1.0, keep_weight_chain=name).train()
+    for name in dict.fromkeys(("product", chain)):
+        # the padded denominator's own product (padding counted, as the original) follows the same chain
+        enc = _encoder(spread=1.0, keep_weight_chain=name, loss_denominator="padded").train()
         ids, mask = ragged_batch(4, 40, min_len=40)
         torch.manual_seed(3)
         out = enc(ids, mask, mode="mask")
         weights[name] = out.final_keep_weight
     first, *later = (out.extras["tk_decisions"][i] for i in range(3))
-    (grad,) = torch.autograd.grad(out.final_keep_weight.sum(), first)
+    padded_weight = out.extras["tk_masks"][-1][2]
+    (grad,) = torch.autograd.grad(out.final_keep_weight.sum(), first, retain_graph=True)
+    (grad_padded,) = torch.autograd.grad(padded_weight.sum(), first)
     torch.testing.assert_close(weights[chain], weights["product"])
     skimmed = mask.bool() & (first == 0)
     later_keep = torch.stack(later).detach().prod(0) == 1
     assert (skimmed & later_keep).any() and (skimmed & ~later_keep).any()
-    assert (grad[skimmed & later_keep] - 1).abs().max() < 0.1
     expected = 0.0 if chain == "product" else 1.0
-    assert (grad[skimmed & ~later_keep] - expected).abs().max() < 0.1
+    for g in (grad, grad_padded):
+        assert (g[skimmed & later_keep] - 1).abs().max() < 0.1
+        assert (g[skimmed & ~later_keep] - expected).abs().max() < 0.1
     with pytest.raises(ConfigError, match="keep_weight_chain"):
         build_strategy({"name": "transkimmer", "keep_weight_chain": "sum"})
 

@@ -187,6 +187,14 @@ class Transkimmer(SkimStrategy):
             return (p.argsort(dim=1, descending=True, stable=True).argsort(dim=1) < count).float()
         return (logits[..., 1] > logits[..., 0]).float()
 
+    def _chain(self, m: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """The keep weight after this layer's straight-through decision ``m``. d(m * prev)/d prev is m: under "product"
+        a token that a later predictor would also skim passes no gradient back to the layer that skimmed it (neither
+        the span loss's pull nor the skim loss's); "until_skipped" leaves a skimmed token's weight as it was."""
+        if self.cfg.keep_weight_chain == "until_skipped":
+            return torch.where(prev > 0.5, m * prev, prev)
+        return m * prev
+
     def before_layer(self, state: SkimState) -> torch.Tensor | None:
         i = state.layer
         extras = state.extras
@@ -205,13 +213,9 @@ class Transkimmer(SkimStrategy):
         m_pad = None
         if self.cfg.loss_denominator == "padded" and state.mode == "mask":
             # the original also runs the predictor on padding and counts it: track that product separately
-            prev_pad = extras.get("tk_prev_pad", torch.ones_like(m))
-            m_pad = m * prev_pad
+            m_pad = self._chain(m, extras.get("tk_prev_pad", torch.ones_like(m)))
             extras["tk_prev_pad"] = m_pad
-        # cumulative: a skimmed token never returns (padding stays 0). With straight-through weights d(m * prev)/d prev
-        # is m: under "product" a token that a later predictor would also skim passes no gradient back to the layer
-        # that skimmed it (neither the span loss's pull nor the skim loss's)
-        m = torch.where(prev > 0.5, m * prev, prev) if self.cfg.keep_weight_chain == "until_skipped" else m * prev
+        m = self._chain(m, prev)  # cumulative: a skimmed token never returns (padding stays 0)
         extras["tk_masks"].append((m, state.alive & (m > 0.5), m_pad))
         if state.mode == "mask":
             state.keep_weight = m
