@@ -12,6 +12,11 @@ real tokens alive before that layer's decision ([CLS] excluded):
 * ``net_keep`` = ``task_keep - skim_pull`` (positive: the mean token is pushed towards keep, the predictor cannot start
   to skim) and ``share_task_wins``: tokens whose own task push exceeds their skim pull.
 
+For extractive QA the same figures over the gold-answer tokens alone follow (``answer_tokens``, ``answer_task_keep``,
+``answer_skim_pull``, ``answer_share_task_wins``): whether the answers themselves are defended while the mean token
+is pulled towards skip (the predictor is one MLP for every token, so what moves the mean moves the answers too,
+unless it can tell them apart).
+
 The model is the run's starting point: ``model.init_checkpoint`` (dense weights, fresh predictors) or a trained
 ``ckpt_path``. Gradients are those of one training step, dropout and Gumbel noise included (seeded).
 """
@@ -27,6 +32,7 @@ from omegaconf import DictConfig
 
 import skim  # noqa: F401
 from skim.errors import ConfigError
+from skim.metrics.answers import answer_mask
 from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import run_module
 from skim.utils.config_store import register_configs
@@ -35,12 +41,19 @@ from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_repo
 register_configs()
 
 COLUMNS = ("tokens", "task_keep", "task_abs", "skim_pull", "net_keep", "share_task_wins")
+ANSWER_COLUMNS = ("answer_tokens", "answer_task_keep", "answer_skim_pull", "answer_share_task_wins")
+
+
+def _sums(push: torch.Tensor, pull: torch.Tensor) -> torch.Tensor:
+    """[count, push, |push|, pull, tokens whose push exceeds their pull] over the selected tokens."""
+    return torch.stack([torch.tensor(float(push.numel())), push.sum(), push.abs().sum(), pull.sum(), (push > pull).sum()]).detach().double()
 
 
 def keep_pressure(module, batches) -> list[dict[str, float]]:
     """Per skim layer: the mean task push towards keep and skim-loss pull towards skip on the keep decisions."""
     module.train()
     sums: dict[int, torch.Tensor] = {}
+    answer_sums: dict[int, torch.Tensor] = {}
     for batch in batches:
         outputs = module(batch)
         terms = module._losses(*outputs, batch)
@@ -58,23 +71,31 @@ def keep_pressure(module, batches) -> list[dict[str, float]]:
             before = batch["attention_mask"].bool() if j == 0 else alive[j - 1][1]
             before = before.clone()
             before[:, 0] = False  # [CLS] is never skimmed
-            push = -(g_task[j] if g_task[j] is not None else torch.zeros_like(ms[j]))[before]
-            pull = (g_skim[j] if g_skim[j] is not None else torch.zeros_like(ms[j]))[before]
-            row = torch.stack([torch.tensor(float(push.numel())), push.sum(), push.abs().sum(), pull.sum(), (push > pull).sum()])
-            sums[i] = sums.get(i, torch.zeros(5)) + row.detach().double()
+            push = -(g_task[j] if g_task[j] is not None else torch.zeros_like(ms[j]))
+            pull = g_skim[j] if g_skim[j] is not None else torch.zeros_like(ms[j])
+            sums[i] = sums.get(i, 0) + _sums(push[before], pull[before])
+            if "start_positions" in batch:  # extractive QA: the gold-answer tokens of the features that hold theirs
+                start, end = batch["start_positions"], batch["end_positions"]
+                answer = before & answer_mask(start, end, before.shape[1]) & (start > 0)[:, None]
+                answer_sums[i] = answer_sums.get(i, 0) + _sums(push[answer], pull[answer])
     rows = []
     for i in sorted(sums):
         n, push, push_abs, pull, wins = sums[i].tolist()
         n = max(n, 1.0)
-        rows.append({"layer": i, "tokens": int(n), "task_keep": push / n, "task_abs": push_abs / n, "skim_pull": pull / n,
-                     "net_keep": (push - pull) / n, "share_task_wins": wins / n})
+        row = {"layer": i, "tokens": int(n), "task_keep": push / n, "task_abs": push_abs / n, "skim_pull": pull / n,
+               "net_keep": (push - pull) / n, "share_task_wins": wins / n}  # fmt: skip
+        if i in answer_sums:
+            a, a_push, _, a_pull, a_wins = answer_sums[i].tolist()
+            row |= dict(zip(ANSWER_COLUMNS, (int(a), *(x / max(a, 1.0) for x in (a_push, a_pull, a_wins))), strict=True))
+        rows.append(row)
     return rows
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| layer | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    columns = COLUMNS + (ANSWER_COLUMNS if rows and ANSWER_COLUMNS[0] in rows[0] else ())
+    lines = ["| layer | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for r in rows:
-        cells = [str(r["tokens"])] + [f"{r[c]:.3g}" for c in COLUMNS[1:]]
+        cells = [f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in columns]
         lines.append(f"| {r['layer']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -41,6 +41,11 @@ def test_skim_pull_is_the_hand_computed_loss_gradient(minilm_path):
         assert r["skim_pull"] == pytest.approx(expected, rel=1e-5)
         assert r["net_keep"] == pytest.approx(r["task_keep"] - r["skim_pull"], rel=1e-6, abs=1e-12)
         assert r["task_abs"] > 0 and 0.0 <= r["share_task_wins"] <= 1.0
+        # the gold-answer tokens alone: 2, 2, 2 and 1 of them, each pulled by its own example's per-token figure
+        assert r["answer_tokens"] == 7
+        assert r["answer_skim_pull"] == pytest.approx(float((torch.tensor([2, 2, 2, 1]) * per_token).sum() / 7), rel=1e-5)
+        assert 0.0 <= r["answer_share_task_wins"] <= 1.0
+    assert "| answer_tokens |" in kp.to_markdown(rows)
 
 
 def test_command_writes_json_and_markdown(tmp_run_root):
@@ -50,7 +55,7 @@ def test_command_writes_json_and_markdown(tmp_run_root):
     kp.run_keep_pressure(cfg)
     rec = json.loads((out / "keep_pressure.json").read_text())
     assert rec["n_batches"] == 2 and len(rec["layers"]) == cfg.model.config_overrides.num_hidden_layers
-    assert all(r["tokens"] > 0 and r["skim_pull"] > 0 for r in rec["layers"])
+    assert all(r["tokens"] > 0 and r["skim_pull"] > 0 and "answer_tokens" not in r for r in rec["layers"])  # no answers
     assert (out / "keep_pressure.md").read_text().startswith("| layer | tokens |")
 
 
