@@ -12,13 +12,11 @@ real tokens alive before that layer's decision ([CLS] excluded):
 * ``net_keep`` = ``task_keep - skim_pull`` (positive: the mean token is pushed towards keep, the predictor cannot start
   to skim) and ``share_task_wins``: tokens whose own task push exceeds their skim pull.
 
-For extractive QA the same figures over the gold-answer tokens alone follow (``answer_tokens``, ``answer_task_keep``,
-``answer_skim_pull``, ``answer_share_task_wins``): whether the answers themselves are defended while the mean token
-is pulled towards skip (the predictor is one MLP for every token, so what moves the mean moves the answers too,
-unless it can tell them apart).
-
-The model is the run's starting point: ``model.init_checkpoint`` (dense weights, fresh predictors) or a trained
-``ckpt_path``. Gradients are those of one training step, dropout and Gumbel noise included (seeded).
+For extractive QA the same figures follow over two groups of gold-answer tokens (in the features that hold their
+answer): ``answer_*`` over every token of the span, ``answer_ends_*`` over its first and last tokens, the two the span
+loss scores (``*_tokens``, ``*_task_keep``, ``*_skim_pull``, ``*_share_task_wins``). They say whether the answers are
+defended while the mean token is pulled towards skip: the predictor is one MLP for every token, so what moves the
+mean moves the answers too, unless it can tell them apart.
 """
 
 from __future__ import annotations
@@ -41,7 +39,8 @@ from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_repo
 register_configs()
 
 COLUMNS = ("tokens", "task_keep", "task_abs", "skim_pull", "net_keep", "share_task_wins")
-ANSWER_COLUMNS = ("answer_tokens", "answer_task_keep", "answer_skim_pull", "answer_share_task_wins")
+GROUP_COLUMNS = ("tokens", "task_keep", "skim_pull", "share_task_wins")
+ANSWER_GROUPS = ("answer", "answer_ends")
 
 
 def _sums(push: torch.Tensor, pull: torch.Tensor) -> torch.Tensor:
@@ -53,7 +52,7 @@ def keep_pressure(module, batches) -> list[dict[str, float]]:
     """Per skim layer: the mean task push towards keep and skim-loss pull towards skip on the keep decisions."""
     module.train()
     sums: dict[int, torch.Tensor] = {}
-    answer_sums: dict[int, torch.Tensor] = {}
+    group_sums: dict[tuple[str, int], torch.Tensor] = {}
     for batch in batches:
         outputs = module(batch)
         terms = module._losses(*outputs, batch)
@@ -76,23 +75,27 @@ def keep_pressure(module, batches) -> list[dict[str, float]]:
             sums[i] = sums.get(i, 0) + _sums(push[before], pull[before])
             if "start_positions" in batch:  # extractive QA: the gold-answer tokens of the features that hold theirs
                 start, end = batch["start_positions"], batch["end_positions"]
-                answer = before & answer_mask(start, end, before.shape[1]) & (start > 0)[:, None]
-                answer_sums[i] = answer_sums.get(i, 0) + _sums(push[answer], pull[answer])
+                has = before & (start > 0)[:, None]
+                ends = torch.zeros_like(has).scatter_(1, torch.stack([start, end], 1), True)
+                for group, mask in zip(ANSWER_GROUPS, (answer_mask(start, end, has.shape[1]), ends), strict=True):
+                    group_sums[group, i] = group_sums.get((group, i), 0) + _sums(push[has & mask], pull[has & mask])
     rows = []
     for i in sorted(sums):
         n, push, push_abs, pull, wins = sums[i].tolist()
         n = max(n, 1.0)
         row = {"layer": i, "tokens": int(n), "task_keep": push / n, "task_abs": push_abs / n, "skim_pull": pull / n,
                "net_keep": (push - pull) / n, "share_task_wins": wins / n}  # fmt: skip
-        if i in answer_sums:
-            a, a_push, _, a_pull, a_wins = answer_sums[i].tolist()
-            row |= dict(zip(ANSWER_COLUMNS, (int(a), *(x / max(a, 1.0) for x in (a_push, a_pull, a_wins))), strict=True))
+        for group in ANSWER_GROUPS:
+            if (group, i) in group_sums:
+                a, a_push, _, a_pull, a_wins = group_sums[group, i].tolist()
+                values = (int(a), *(x / max(a, 1.0) for x in (a_push, a_pull, a_wins)))
+                row |= {f"{group}_{c}": v for c, v in zip(GROUP_COLUMNS, values, strict=True)}
         rows.append(row)
     return rows
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    columns = COLUMNS + (ANSWER_COLUMNS if rows and ANSWER_COLUMNS[0] in rows[0] else ())
+    columns = COLUMNS + tuple(f"{g}_{c}" for g in ANSWER_GROUPS for c in GROUP_COLUMNS if rows and f"{g}_tokens" in rows[0])
     lines = ["| layer | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for r in rows:
         cells = [f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in columns]

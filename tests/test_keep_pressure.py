@@ -29,8 +29,8 @@ def test_skim_pull_is_the_hand_computed_loss_gradient(minilm_path):
     # pulls a token of example b entering skim layer j by c * (layers from j on) / (layers * B * real_b)
     module = _qa_module(minilm_path, skim_coefficient=0.3, bias_init=50.0)
     ids, mask = ragged_batch(4, 50, vocab=1000, min_len=20)
-    batch = {"input_ids": ids, "attention_mask": mask, "start_positions": torch.tensor([3, 5, 7, 9]),
-             "end_positions": torch.tensor([4, 6, 8, 9])}
+    batch = {"input_ids": ids, "attention_mask": mask, "start_positions": torch.tensor([3, 5, 7, 0]),
+             "end_positions": torch.tensor([6, 6, 8, 0])}  # the last feature does not hold its answer ([CLS])
     rows = kp.keep_pressure(module, [batch])
     assert [r["layer"] for r in rows] == [0, 1, 2]
     real = mask.sum(1).double()
@@ -41,11 +41,14 @@ def test_skim_pull_is_the_hand_computed_loss_gradient(minilm_path):
         assert r["skim_pull"] == pytest.approx(expected, rel=1e-5)
         assert r["net_keep"] == pytest.approx(r["task_keep"] - r["skim_pull"], rel=1e-6, abs=1e-12)
         assert r["task_abs"] > 0 and 0.0 <= r["share_task_wins"] <= 1.0
-        # the gold-answer tokens alone: 2, 2, 2 and 1 of them, each pulled by its own example's per-token figure
-        assert r["answer_tokens"] == 7
-        assert r["answer_skim_pull"] == pytest.approx(float((torch.tensor([2, 2, 2, 1]) * per_token).sum() / 7), rel=1e-5)
+        # the gold-answer tokens alone: 4, 2, 2 and none of them, each pulled by its own example's per-token figure
+        assert r["answer_tokens"] == 8
+        assert r["answer_skim_pull"] == pytest.approx(float((torch.tensor([4, 2, 2, 0]) * per_token).sum() / 8), rel=1e-5)
         assert 0.0 <= r["answer_share_task_wins"] <= 1.0
-    assert "| answer_tokens |" in kp.to_markdown(rows)
+        # the span's first and last tokens
+        assert r["answer_ends_tokens"] == 6
+        assert r["answer_ends_skim_pull"] == pytest.approx(float((torch.tensor([2, 2, 2, 0]) * per_token).sum() / 6), rel=1e-5)
+    assert "| answer_tokens |" in kp.to_markdown(rows) and "| answer_ends_share_task_wins |" in kp.to_markdown(rows)
 
 
 def test_command_writes_json_and_markdown(tmp_run_root):
