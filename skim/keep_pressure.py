@@ -73,12 +73,12 @@ def keep_pressure(module, batches) -> list[dict[str, float]]:
             push = -(g_task[j] if g_task[j] is not None else torch.zeros_like(ms[j]))
             pull = g_skim[j] if g_skim[j] is not None else torch.zeros_like(ms[j])
             sums[i] = sums.get(i, 0) + _sums(push[before], pull[before])
-            if "start_positions" in batch:  # extractive QA: the gold-answer tokens of the features that hold theirs
+            if "start_positions" in batch:  # extractive QA: the gold-answer tokens
+                # a feature without its answer points at [CLS], which ``before`` leaves out
                 start, end = batch["start_positions"], batch["end_positions"]
-                has = before & (start > 0)[:, None]
-                ends = torch.zeros_like(has).scatter_(1, torch.stack([start, end], 1), True)
-                for group, mask in zip(ANSWER_GROUPS, (answer_mask(start, end, has.shape[1]), ends), strict=True):
-                    group_sums[group, i] = group_sums.get((group, i), 0) + _sums(push[has & mask], pull[has & mask])
+                ends = torch.zeros_like(before).scatter_(1, torch.stack([start, end], 1), True)
+                for group, mask in zip(ANSWER_GROUPS, (answer_mask(start, end, before.shape[1]), ends), strict=True):
+                    group_sums[group, i] = group_sums.get((group, i), 0) + _sums(push[before & mask], pull[before & mask])
     rows = []
     for i in sorted(sums):
         n, push, push_abs, pull, wins = sums[i].tolist()
