@@ -17,6 +17,9 @@ answer): ``answer_*`` over every token of the span, ``answer_ends_*`` over its f
 loss scores (``*_tokens``, ``*_task_keep``, ``*_skim_pull``, ``*_share_task_wins``). They say whether the answers are
 defended while the mean token is pulled towards skip: the predictor is one MLP for every token, so what moves the
 mean moves the answers too, unless it can tell them apart.
+
+The model is the run's starting point: ``model.init_checkpoint`` (dense weights, fresh predictors) or a trained
+``ckpt_path``. Gradients are those of one training step, dropout and Gumbel noise included (seeded).
 """
 
 from __future__ import annotations
@@ -48,11 +51,17 @@ def _sums(push: torch.Tensor, pull: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.tensor(float(push.numel())), push.sum(), push.abs().sum(), pull.sum(), (push > pull).sum()]).detach().double()
 
 
+def _means(sums: torch.Tensor) -> dict[str, float]:
+    n, push, push_abs, pull, wins = sums.tolist()
+    tokens, n = int(n), max(n, 1.0)
+    return {"tokens": tokens, "task_keep": push / n, "task_abs": push_abs / n, "skim_pull": pull / n,
+            "net_keep": (push - pull) / n, "share_task_wins": wins / n}  # fmt: skip
+
+
 def keep_pressure(module, batches) -> list[dict[str, float]]:
     """Per skim layer: the mean task push towards keep and skim-loss pull towards skip on the keep decisions."""
     module.train()
-    sums: dict[int, torch.Tensor] = {}
-    group_sums: dict[tuple[str, int], torch.Tensor] = {}
+    sums: dict[tuple[str, int], torch.Tensor] = {}  # (group, layer); "" is every token
     for batch in batches:
         outputs = module(batch)
         terms = module._losses(*outputs, batch)
@@ -66,30 +75,26 @@ def keep_pressure(module, batches) -> list[dict[str, float]]:
         g_task = torch.autograd.grad(task, ms, retain_graph=True, allow_unused=True)
         g_skim = torch.autograd.grad(terms["skim_loss"], ms, allow_unused=True)
         alive = out.extras["tk_masks"]
+        groups = {"": torch.ones_like(batch["attention_mask"], dtype=torch.bool)}
+        if "start_positions" in batch:  # extractive QA: the gold-answer tokens
+            # a feature without its answer points at [CLS], which ``before`` leaves out
+            start, end = batch["start_positions"], batch["end_positions"]
+            groups["answer"] = answer_mask(start, end, groups[""].shape[1])
+            groups["answer_ends"] = torch.zeros_like(groups[""]).scatter_(1, torch.stack([start, end], 1), True)
         for j, i in enumerate(layers):
             before = batch["attention_mask"].bool() if j == 0 else alive[j - 1][1]
             before = before.clone()
             before[:, 0] = False  # [CLS] is never skimmed
             push = -(g_task[j] if g_task[j] is not None else torch.zeros_like(ms[j]))
             pull = g_skim[j] if g_skim[j] is not None else torch.zeros_like(ms[j])
-            sums[i] = sums.get(i, 0) + _sums(push[before], pull[before])
-            if "start_positions" in batch:  # extractive QA: the gold-answer tokens
-                # a feature without its answer points at [CLS], which ``before`` leaves out
-                start, end = batch["start_positions"], batch["end_positions"]
-                ends = torch.zeros_like(before).scatter_(1, torch.stack([start, end], 1), True)
-                for group, mask in zip(ANSWER_GROUPS, (answer_mask(start, end, before.shape[1]), ends), strict=True):
-                    group_sums[group, i] = group_sums.get((group, i), 0) + _sums(push[before & mask], pull[before & mask])
+            for group, mask in groups.items():
+                sums[group, i] = sums.get((group, i), 0) + _sums(push[before & mask], pull[before & mask])
     rows = []
-    for i in sorted(sums):
-        n, push, push_abs, pull, wins = sums[i].tolist()
-        n = max(n, 1.0)
-        row = {"layer": i, "tokens": int(n), "task_keep": push / n, "task_abs": push_abs / n, "skim_pull": pull / n,
-               "net_keep": (push - pull) / n, "share_task_wins": wins / n}  # fmt: skip
+    for i in sorted(i for group, i in sums if not group):
+        row = {"layer": i, **_means(sums["", i])}
         for group in ANSWER_GROUPS:
-            if (group, i) in group_sums:
-                a, a_push, _, a_pull, a_wins = group_sums[group, i].tolist()
-                values = (int(a), *(x / max(a, 1.0) for x in (a_push, a_pull, a_wins)))
-                row |= {f"{group}_{c}": v for c, v in zip(GROUP_COLUMNS, values, strict=True)}
+            if (group, i) in sums:
+                row |= {f"{group}_{c}": v for c, v in _means(sums[group, i]).items() if c in GROUP_COLUMNS}
         rows.append(row)
     return rows
 
