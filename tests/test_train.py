@@ -191,7 +191,7 @@ def test_eval_a_checkpoint_with_another_threshold(tmp_run_root, caplog):
     assert record["skim_config"]["threshold"] == 1.0 and record["skim_config"]["protect_special"] is True
 
 
-def test_transkimmer_on_squad_v2_slice(tmp_run_root):
+def test_transkimmer_on_squad_v2_slice_with_a_coefficient_warmup(tmp_run_root):
     from tests.conftest import SHARED_DATA
 
     v2 = SHARED_DATA / "squad_v2.0" / "dev-v2.0.reconstructed.json.gz"
@@ -199,7 +199,7 @@ def test_transkimmer_on_squad_v2_slice(tmp_run_root):
     overrides = [o for o in SLICE if not o.startswith(("data=", "data.train_file", "data.validation_file"))]
     metrics, out = _train(
         [*overrides, "data=squad_v2", "data.hub_name=null", f"data.train_file={v2}", f"data.validation_file={v2}", "skim=transkimmer",
-         "trainer.log_every_n_steps=1"],
+         "skim.coefficient_warmup=0.5", "trainer.log_every_n_steps=1"],
         tmp_run_root,
     )
     assert {"val/HasAns_f1", "val/NoAns_f1", "val/f1"} <= set(metrics)
@@ -209,6 +209,11 @@ def test_transkimmer_on_squad_v2_slice(tmp_run_root):
     rows = list(csv.DictReader((out / "csv" / "metrics.csv").read_text().splitlines()))
     reachable = [float(r["train/skim/answer_reachable"]) for r in rows if r.get("train/skim/answer_reachable")]
     assert reachable and all(0.0 <= v <= 1.0 for v in reachable)
+    # the skim loss's weight rises linearly from 0 over the first half of the fit's steps, then stays at the coefficient
+    weight = {int(r["step"]): float(r["train/skim/skim_coefficient"]) for r in rows if r.get("train/skim/skim_coefficient")}
+    full, steps = json.loads((out / "metrics.json").read_text())["skim_config"]["skim_coefficient"], len(weight)
+    assert sorted(weight) == list(range(steps)) and steps >= 4
+    assert [weight[s] for s in range(steps)] == pytest.approx([full * min(s / (0.5 * steps), 1.0) for s in range(steps)])
 
 
 def test_wandb_config_holds_choices_and_overrides_once(tmp_run_root):

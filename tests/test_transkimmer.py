@@ -153,6 +153,8 @@ def test_bad_flags_are_config_errors():
         build_strategy({"name": "transkimmer", "mask_mode": "divide"})
     with pytest.raises(ConfigError, match="train_mode"):
         build_strategy({"name": "transkimmer", "train_mode": "prune"})
+    with pytest.raises(ConfigError, match="coefficient_warmup"):
+        build_strategy({"name": "transkimmer", "coefficient_warmup": 1.5})
     from skim.strategies.transkimmer import Transkimmer
 
     with pytest.raises(ConfigError, match="attn_implementation"):

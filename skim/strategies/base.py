@@ -42,6 +42,9 @@ class SkimStrategy(nn.Module):
     #: mask-mode training with straight-through keep weights: whether those weights also reach the forwarded state of
     #: a skimmed token (its stale hidden state); pointless, and harmful to the predictor, when no head reads that state
     forwarded_state_gradient: bool = True
+    #: the share of the fit's optimiser steps already taken (0 at the first step), set by the task module before every
+    #: training step from ``trainer.global_step``, so a resumed run continues its schedules exactly; 1 outside a fit
+    training_progress: float = 1.0
     #: QA training with ``skimmed_logit``: whether a feature whose gold answer was skimmed still trains the backbone
     #: and span head with its span loss (it then only lowers the logits of the kept positions)
     skimmed_answer_trains_backbone: bool = True

@@ -74,6 +74,9 @@ class TranskimmerConfig(StrategyConfig):
     #: or the product "until_skipped": the decisions after the one that skimmed it (no effect on the forward pass)
     #: then no longer gate the gradient that the span and skim losses send to that layer's predictor
     keep_weight_chain: str = "product"
+    #: the share of the training steps over which the skim loss's weight rises linearly from 0 to ``skim_coefficient``
+    #: (not in the original: 0, the full weight from the first step)
+    coefficient_warmup: float = 0.0
 
 
 class SkimPredictor(nn.Module):
@@ -148,6 +151,8 @@ class Transkimmer(SkimStrategy):
             raise ConfigError("skim=transkimmer trains in mask mode (its gradients flow through the soft mask); set skim.train_mode=mask")
         if cfg.tau <= 0:
             raise ConfigError(f"skim.tau must be > 0, got {cfg.tau}")
+        if not 0 <= cfg.coefficient_warmup <= 1:
+            raise ConfigError(f"skim.coefficient_warmup is a share of the training steps in [0, 1], got {cfg.coefficient_warmup}")
         self.predictors = nn.ModuleDict()
         self.skim_layers: list[int] = []
         excluded = cfg.qa_skimmed == "exclude"
@@ -239,7 +244,15 @@ class Transkimmer(SkimStrategy):
             else:
                 terms.append((m.sum(1) / real).mean())
         skim_loss = torch.stack(terms).mean()
-        return {"skim_loss": self.cfg.skim_coefficient * skim_loss}
+        return {"skim_loss": self.coefficient() * skim_loss}
+
+    def coefficient(self) -> float:
+        """The skim loss's weight at this point of the fit (``coefficient_warmup``)."""
+        warmup = self.cfg.coefficient_warmup
+        return self.cfg.skim_coefficient * (min(self.training_progress / warmup, 1.0) if warmup else 1.0)
+
+    def train_diagnostics(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"skim_coefficient": torch.tensor(self.coefficient())}
 
     # ---- cost of the predictors (for FLOPs accounting) ---------------------------------------------------
     def predictor_macs(self, layer: int, tokens: torch.Tensor, hidden: int) -> torch.Tensor | int:

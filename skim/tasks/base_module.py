@@ -132,6 +132,7 @@ class SkimTaskModule(pl.LightningModule):
         loader = self.trainer.train_dataloader
         if hasattr(loader, "note_consumed"):
             loader.note_consumed()
+        self.strategy.training_progress = min(self.trainer.global_step / self._fit_steps, 1.0)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # dropout / Gumbel noise continue where they were after a resume
@@ -151,6 +152,10 @@ class SkimTaskModule(pl.LightningModule):
         if state is not None:
             torch.set_rng_state(state)
             self._rng_to_restore = None
+        self._fit_steps = self.total_training_steps()
+
+    def on_train_end(self) -> None:
+        self.strategy.training_progress = 1.0
 
     def total_training_steps(self) -> int:
         """Optimizer steps of the whole fit, computed from the datamodule's loader.
