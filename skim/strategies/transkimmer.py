@@ -33,7 +33,7 @@ forwarded to the output. See ``../shared/docs/algorithms.md`` §2. The original 
   not stop the slide, and cost 3 F1 in a run that ``product`` kept stable (README, "Transkimmer's collapse on SQuAD").
 * ``coefficient_warmup`` (not in the original: 0) – the skim loss's weight rises linearly from 0 to
   ``skim_coefficient`` over that share of the fit's optimiser steps. On SQuAD, 0.3 without a layer-0 predictor
-  collapsed without it and held at three seeds with 0.5; 0.6 held at one seed of two (README, same section).
+  collapsed without it and held at three seeds with 0.5; 0.6 held at one seed of three (README, same section).
 """
 
 from __future__ import annotations
