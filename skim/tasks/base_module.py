@@ -152,7 +152,6 @@ class SkimTaskModule(pl.LightningModule):
         if state is not None:
             torch.set_rng_state(state)
             self._rng_to_restore = None
-        self._fit_steps = self.total_training_steps()
 
     def on_train_end(self) -> None:
         self.strategy.training_progress = 1.0
@@ -257,10 +256,11 @@ class SkimTaskModule(pl.LightningModule):
             groups[id(p) in own, not no_decay]["params"].append(p)
         groups = [g for g in groups.values() if g["params"]]
         opt = torch.optim.AdamW(groups, lr=cfg["lr"], eps=cfg["adam_eps"])
+        # the fit's length, for the scheduler and for the strategies' schedules (``training_progress``)
+        self._fit_steps = total = self.total_training_steps()
         name = cfg.get("scheduler", "linear")
         if name in (None, "none"):
             return opt
         check_scheduler(name)
-        total = self.total_training_steps()
         sched = get_scheduler(name, opt, num_warmup_steps=int(cfg["warmup_ratio"] * total), num_training_steps=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
