@@ -29,7 +29,7 @@ from skim.metrics.flops import EncoderShape, encoder_macs, head_macs
 from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import load_task_module, read_checkpoint
 from skim.utils.config_store import register_configs
-from skim.utils.run import append_result, run_record, task_wrapper, write_json
+from skim.utils.run import append_result, run_cli, run_record, task_wrapper, write_json
 
 log = logging.getLogger("skim.benchmark")
 register_configs()
@@ -404,4 +404,4 @@ if __name__ == "__main__":
     from skim.eval import with_run_overrides
 
     sys.argv[1:] = with_run_overrides(sys.argv[1:], "skim.benchmark")
-    main()
+    run_cli(main)

@@ -25,6 +25,7 @@ from skim.utils.run import (
     append_result,
     instantiate_group,
     print_summary,
+    run_cli,
     run_record,
     task_wrapper,
     write_json,
@@ -118,4 +119,4 @@ def with_run_overrides(argv: list[str], prog: str) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv[1:] = with_run_overrides(sys.argv[1:], "skim.eval")
-    main()
+    run_cli(main)

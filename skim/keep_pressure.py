@@ -37,7 +37,7 @@ from skim.metrics.answers import answer_mask
 from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import run_module
 from skim.utils.config_store import register_configs
-from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_report
+from skim.utils.run import git_commit, hydra_overrides, run_cli, task_wrapper, write_report
 
 register_configs()
 
@@ -137,4 +137,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -23,7 +23,7 @@ import skim  # noqa: F401
 from skim.errors import ConfigError
 from skim.metrics.flops import EncoderShape, layer_macs
 from skim.utils.config_store import register_configs
-from skim.utils.run import git_commit, hydra_overrides, task_wrapper, write_report
+from skim.utils.run import git_commit, hydra_overrides, run_cli, task_wrapper, write_report
 
 register_configs()
 
@@ -121,4 +121,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -20,6 +20,7 @@ from skim.utils.run import (
     hydra_overrides,
     instantiate_group,
     print_summary,
+    run_cli,
     run_record,
     task_wrapper,
     write_json,
@@ -164,4 +165,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -40,7 +40,7 @@ import skim  # noqa: F401  (resolvers)
 from skim.errors import ConfigError
 from skim.tasks.base_module import validate_config
 from skim.utils.config_store import register_configs
-from skim.utils.run import task_wrapper
+from skim.utils.run import run_cli, task_wrapper
 
 log = logging.getLogger("skim.visualize")
 register_configs()
@@ -560,4 +560,4 @@ if __name__ == "__main__":
     from skim.eval import with_run_overrides
 
     sys.argv[1:] = with_run_overrides(sys.argv[1:], "skim.visualize")
-    main()
+    run_cli(main)

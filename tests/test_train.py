@@ -165,6 +165,31 @@ def test_unknown_option_names_it(tmp_path):
     assert not list(Path(tmp_path).glob("logs/*/runs/*/metrics.json"))
 
 
+# a command line Hydra cannot compose: one skim: error line naming the override, exit 2, no run directory
+COMPOSITION_ERRORS = [
+    ("skim.train", ["skim=transkimmer", "skim.tau=abc"], ["skim.tau=abc", "could not be converted to Float"]),
+    ("skim.train", ["experiment=no_such_experiment"], ["experiment/no_such_experiment", "quickstart_cls"]),
+    ("skim.train", ["data.batch_size=["], ["override 'data.batch_size=['"]),
+    ("skim.train", ["skim.no_such_key=1"], ["skim.no_such_key", "+skim.no_such_key=1"]),
+    ("skim.train", ["-m", "seed=1,2", "skim=transkimmer", "skim.tau=abc"], ["skim.tau=abc"]),
+    *[(prog, ["skim=transkimmer", "skim.tau=abc"], ["skim.tau=abc"])
+      for prog in ("skim.eval", "skim.benchmark", "skim.visualize", "skim.block_probe", "skim.keep_pressure")],
+    ("skim.oracle", ["skim=transkimmer"], ["Could not override 'skim'"]),  # the oracle has no strategy to choose
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("prog", "args", "needles"), COMPOSITION_ERRORS, ids=lambda v: v if isinstance(v, str) else None)
+def test_a_command_line_that_does_not_compose_is_one_clear_error(tmp_path, prog, args, needles):
+    res = run_cli(["-m", prog, *args], cwd=tmp_path, env_extra={"SKIM_ROOT": str(tmp_path)})
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("skim: error:"), res.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Config search path" not in lines[0]
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "multirun").exists()
+
+
 def test_eval_a_checkpoint_with_another_threshold(tmp_run_root, caplog):
     require_shared(SQUAD_DEV)
     from skim.eval import evaluate

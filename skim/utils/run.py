@@ -13,7 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from omegaconf import DictConfig
 
 from skim.errors import RunInterrupted, SkimError
@@ -164,6 +169,23 @@ def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dic
             _close_wandb()
 
     return wrapped
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` entry point so that a command line Hydra cannot compose into a config (an unknown group
+    option or key, a value a typed schema refuses, bad override syntax) is one ``skim: error:`` line and exit 2, as any
+    other bad input is; Hydra itself would print several lines and exit 1. Nothing is written: composition comes
+    before the run directory."""
+    # Hydra raises instead of reporting and exiting; a crash inside a run then shows its whole traceback
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
+        # the cause says what was wrong with the override (a schema's "Value 'abc' ... full_key: skim.tau")
+        at = f"override {err.override!r}: " if isinstance(err, OverrideParseException) and err.override else ""
+        text = " ".join(f"{at}{err}: {err.__cause__ or ''}".split()).rstrip(": ").split(" Config search path:")[0]
+        print(f"skim: error: {text if len(text) <= 600 else text[:597] + '...'}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _mark_failed(out_dir: Path, reason: str) -> None:
