@@ -23,6 +23,7 @@ from skim.tasks.checkpoint import load_task_module
 from skim.utils.config_store import register_configs
 from skim.utils.run import (
     append_result,
+    build_trainer,
     instantiate_group,
     print_summary,
     run_cli,
@@ -49,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     datamodule = instantiate(cfg.data)
     loggers = instantiate_group(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False)
+    trainer = build_trainer(cfg, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False)
     trainer.validate(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
     data_info = datamodule.describe()

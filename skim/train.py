@@ -16,6 +16,7 @@ from skim.utils.config_store import register_configs
 from skim.utils.resolvers import monitor_mode
 from skim.utils.run import (
     append_result,
+    build_trainer,
     hydra_choices,
     hydra_overrides,
     instantiate_group,
@@ -47,7 +48,7 @@ def train(cfg: DictConfig) -> dict:
     module = instantiate(cfg.module, output_dir=str(out_dir))
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         # the one logged config: the composed tree plus the group choices and overrides that dashboards filter on
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "choices": hydra_choices(), "overrides": hydra_overrides()})

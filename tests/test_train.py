@@ -158,6 +158,23 @@ def test_incompatible_combination_is_one_clear_error(tmp_run_root, capsys):
     _assert_clean_failure(res, runs, "attn_implementation")
 
 
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("trainer.max_epochs=abc", "trainer.max_epochs must be an integer or null, got 'abc' (str)"),
+        ("+trainer.no_such_option=1", "unknown trainer option(s) 'no_such_option'"),
+        ("trainer.precision=33", "trainer.precision must be one of 64, 32, 16, 'transformer-engine'"),
+        # checked by Lightning itself when the trainer is built: still one line
+        ("trainer.devices=[0]", "trainer: TypeError: `devices` selected with `CPUAccelerator` should be an int > 0"),
+    ],
+)
+def test_a_bad_trainer_option_is_one_clear_error_before_any_data(tmp_run_root, capsys, override, needle):
+    # Lightning checks none of these types itself: trainer.max_epochs=abc failed in the fit loop, after tokenising
+    res, runs = _bad_run_here(tmp_run_root, capsys, [override])
+    _assert_clean_failure(res, runs, needle)
+    assert not list(tmp_run_root.glob("**/*.arrow")) and not list(tmp_run_root.glob("data/**/*.json"))
+
+
 def test_unknown_option_names_it(tmp_path):
     res = run_cli(["-m", "skim.train", "model=tiny", "data.no_such_option=3"], cwd=tmp_path, env_extra={"SKIM_ROOT": str(tmp_path)})
     assert res.returncode != 0

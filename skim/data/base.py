@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import random
 import time
-import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader
 from skim.data.resumable import DistributedGroupedSampler, ResumableDataLoader, training_seed
 from skim.data.sources import one_line
 from skim.errors import ConfigError
+from skim.utils.options import check_types
 from skim.utils.resolvers import skim_root
 
 PADDING_POLICIES = ("dynamic", "max_length")
@@ -35,17 +35,7 @@ PADDING_POLICIES = ("dynamic", "max_length")
 # from the option, or mean something else)
 MINIMUM = dict.fromkeys(("max_seq_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples",
                          "max_query_length"), 1) | dict.fromkeys(("num_workers", "doc_stride", "transkimmer_coefficient"), 0)  # fmt: skip
-_TYPE_NAMES = {int: "an integer", bool: "true or false", str: "a string", dict: "a mapping", list: "a list",
-               float: "a number", type(None): "null"}  # fmt: skip
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "protect_mask")
-
-
-def is_instance(value: Any, t: type) -> bool:
-    # bool is an int subclass: data.batch_size=true is not a size; an int is a fine float
-    t = typing.get_origin(t) or t
-    return (isinstance(value, t) or (t is float and isinstance(value, int))) and not (
-        t in (int, float) and isinstance(value, bool)
-    )
 
 
 def build_tokenizer(name_or_path: str):
@@ -142,23 +132,10 @@ class SkimDataModule(pl.LightningDataModule):
         self.cache_hits: dict[str, bool] = {}
 
     @staticmethod
-    def check_types(options: dict[str, Any], cls: Any, prefix: str = "data") -> None:
-        """Check each argument of ``cls`` (a class's constructor or a function) against its annotation and
-        :data:`MINIMUM`, before any data is read.
-
-        Hydra hands command-line values over as parsed (``data.batch_size=abc`` is the string ``'abc'``), so a wrong
-        type would otherwise fail far from the option, in a data loader or a format string.
-        """
-        for name, hint in typing.get_type_hints(cls.__init__ if isinstance(cls, type) else cls).items():
-            if name not in options or hint is Any:
-                continue
-            value = options[name]
-            allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-            if not any(is_instance(value, t) for t in allowed):
-                expected = " or ".join(_TYPE_NAMES.get(typing.get_origin(t) or t, str(t)) for t in allowed)
-                raise ConfigError(f"{prefix}.{name} must be {expected}, got {value!r} ({type(value).__name__})")
-            if name in MINIMUM and value is not None and value < MINIMUM[name]:
-                raise ConfigError(f"{prefix}.{name} must be at least {MINIMUM[name]}, got {value}")
+    def check_types(options: dict[str, Any], target: Any, prefix: str = "data") -> None:
+        """Each argument of ``target`` (a class or a function) against its annotation and :data:`MINIMUM`, before
+        any data is read."""
+        check_types(options, target, prefix, MINIMUM)
 
     def check_monitor(self, allowed: list[str]) -> None:
         """``data.monitor`` (the best checkpoint's metric; the first allowed one if unset) is a metric the task logs:

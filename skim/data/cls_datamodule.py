@@ -17,11 +17,12 @@ from typing import Any
 import datasets
 import torch
 
-from skim.data.base import SkimDataModule, is_instance
+from skim.data.base import SkimDataModule
 from skim.data.cls_sources import load_cls
 from skim.data.synthetic import write_synthetic_sentiment
 from skim.errors import ConfigError
 from skim.metrics.classification import build_metrics
+from skim.utils.options import is_instance
 
 
 def featurize(

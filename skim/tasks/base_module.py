@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from transformers import get_scheduler
 
 from skim.encoders.skim_encoder import SkimEncoder
@@ -18,6 +20,7 @@ from skim.state import EncoderOutput
 from skim.strategies import build_strategy, strategy_class
 from skim.tasks.backbone import build_backbone, length_groups_option, resolve_attn_implementation
 from skim.tasks.checkpoint import read_checkpoint
+from skim.utils.options import check_trainer_options
 from skim.utils.run import write_json
 
 #: transformers schedulers that step per optimiser step from (warm-up steps, total steps) alone
@@ -42,6 +45,18 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.get("optim") is not None:
         check_scheduler(cfg.optim.get("scheduler", "linear"))
         check_skim_lr(cfg.optim.get("skim_lr"))
+    if cfg.get("trainer") is not None:
+        check_trainer_options(_resolved_options(cfg.trainer))
+
+
+def _resolved_options(node: DictConfig) -> dict[str, Any]:
+    """The options of ``node`` as plain values; one that cannot be resolved here (a ``${hydra:...}`` outside a Hydra
+    job) is left out."""
+    options = {}
+    for key in node:
+        with contextlib.suppress(OmegaConfBaseException, ValueError):
+            options[str(key)] = _plain(node[key])
+    return options
 
 
 def _plain(cfg: Any) -> Any:

@@ -21,7 +21,7 @@ from hydra.errors import (
 )
 from omegaconf import DictConfig
 
-from skim.errors import RunInterrupted, SkimError
+from skim.errors import ConfigError, RunInterrupted, SkimError
 
 log = logging.getLogger("skim")
 
@@ -50,6 +50,22 @@ def root_cause(err: BaseException) -> BaseException:
             return seen
         seen = seen.__cause__ or seen.__context__
     return err
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any):
+    """``cfg.trainer`` instantiated with ``kwargs`` (callbacks, loggers). Its options are checked against Lightning's
+    signature beforehand (``validate_config``); what Lightning still refuses (``trainer.devices=[0]`` on a CPU) is a
+    configuration error too: one line, not a traceback."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(cfg.trainer, **kwargs)
+    except InstantiationException as err:
+        if isinstance(root_cause(err), SkimError):
+            raise
+        cause = err.__cause__ or err
+        text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        raise ConfigError(f"trainer: {type(cause).__name__}: {text}") from err
 
 
 def git_commit() -> str | None:
