@@ -245,7 +245,20 @@ def test_unknown_scheduler_is_one_line_before_any_data(tmp_run_root, capsys):
     assert "optim.scheduler must be none or one of transformers' linear" in _one_line_error(capsys, train_mod.train, cfg)
 
 
-@pytest.mark.parametrize("value", ["0", "-1e-3", "abc", "true"])
-def test_bad_skim_lr_is_one_line_before_any_data(tmp_run_root, capsys, value):
-    cfg = _cfg([*TINY, "data.validation_file=/nonexistent.json", f"optim.skim_lr={value}"], tmp_run_root / "s")
-    assert "optim.skim_lr must be null (optim.lr) or a learning rate > 0, got" in _one_line_error(capsys, train_mod.train, cfg)
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.skim_lr=0", "optim.skim_lr must be null (optim.lr) or a learning rate > 0, got 0"),
+    ("optim.skim_lr=-1e-3", "optim.skim_lr must be null (optim.lr) or a learning rate > 0, got -0.001"),
+    ("optim.skim_lr=abc", "optim.skim_lr must be a number or null, got 'abc' (str)"),
+    ("optim.skim_lr=true", "optim.skim_lr must be a number or null, got True (bool)"),
+    # these failed inside the scheduler or the seeding, with a traceback, or (final_eval) were taken as "last"
+    ("optim.lr=abc", "optim.lr must be a number, got 'abc' (str)"),
+    ("optim.lr=0", "optim.lr must be a number > 0, got 0"),
+    ("optim.warmup_ratio=1.5", "optim.warmup_ratio in [0, 1] (a share of the steps), got 0.0 and 1.5"),
+    ("optim.weight_decay=-1", "optim.weight_decay must be >= 0"),
+    ("+optim.momentum=0.9", "unknown optim option(s) 'momentum' (known: adam_eps, lr, scheduler, skim_lr"),
+    ("seed=abc", "seed must be an integer, got 'abc' (str)"),
+    ("final_eval=latest", "final_eval must be one of best, last, none, got 'latest'"),
+])  # fmt: skip
+def test_bad_run_options_are_one_line_before_any_data(tmp_run_root, capsys, override, message):
+    cfg = _cfg([*TINY, "data.validation_file=/nonexistent.json", override], tmp_run_root / "s")
+    assert message in _one_line_error(capsys, train_mod.train, cfg)

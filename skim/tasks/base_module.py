@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
@@ -20,31 +22,64 @@ from skim.state import EncoderOutput
 from skim.strategies import build_strategy, strategy_class
 from skim.tasks.backbone import build_backbone, length_groups_option, resolve_attn_implementation
 from skim.tasks.checkpoint import read_checkpoint
-from skim.utils.options import check_trainer_options
+from skim.utils.options import check_trainer_options, check_types, is_instance
 from skim.utils.run import write_json
 
+#: the weights of skim.train's final evaluation: the best validated checkpoint, the last weights, or none (the fit's
+#: last validation)
+FINAL_EVAL = ("best", "last", "none")
 #: transformers schedulers that step per optimiser step from (warm-up steps, total steps) alone
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
 
 
-def check_scheduler(name: Any) -> None:
-    if name not in (None, "none", *SCHEDULERS):
-        raise ConfigError(f"optim.scheduler must be none or one of transformers' {', '.join(SCHEDULERS)}; got {name!r}")
+@dataclass
+class OptimConfig:
+    """``optim.*``: AdamW (no decay on biases and norms) with a transformers scheduler stepped per optimiser step."""
+
+    lr: float = 3e-5
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    #: the scheduler's warm-up, as a share of the fit's optimiser steps
+    warmup_ratio: float = 0.0
+    #: one of :data:`SCHEDULERS`, or none
+    scheduler: str | None = "linear"
+    #: learning rate of the strategy's own parameters (predictors, thresholds), which start from scratch; None: ``lr``
+    skim_lr: float | None = None
 
 
-def check_skim_lr(value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
-        raise ConfigError(f"optim.skim_lr must be null (optim.lr) or a learning rate > 0, got {value!r}")
+def check_optim(options: dict[str, Any]) -> dict[str, Any]:
+    """``optim.*`` over :class:`OptimConfig`'s defaults; an unknown option, a wrong type or a value out of range is a
+    ConfigError naming it (``optim.lr=abc`` failed inside the scheduler, after the data was tokenised)."""
+    fields = {f.name for f in dataclasses.fields(OptimConfig)}
+    unknown = [k for k in options if k not in fields]
+    if unknown:
+        raise ConfigError(f"unknown optim option(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(fields))})")
+    check_types(options, OptimConfig, "optim")
+    cfg = {**dataclasses.asdict(OptimConfig()), **options}
+    for name in ("lr", "adam_eps"):
+        if not 0 < cfg[name] < math.inf:
+            raise ConfigError(f"optim.{name} must be a number > 0, got {cfg[name]!r}")
+    if not 0 <= cfg["weight_decay"] < math.inf or not 0 <= cfg["warmup_ratio"] <= 1:
+        raise ConfigError(f"optim.weight_decay must be >= 0 and optim.warmup_ratio in [0, 1] (a share of the steps), "
+                          f"got {cfg['weight_decay']!r} and {cfg['warmup_ratio']!r}")  # fmt: skip
+    if cfg["scheduler"] not in (None, "none", *SCHEDULERS):
+        raise ConfigError(f"optim.scheduler must be none or one of transformers' {', '.join(SCHEDULERS)}; got {cfg['scheduler']!r}")
+    if cfg["skim_lr"] is not None and not 0 < cfg["skim_lr"] < math.inf:
+        raise ConfigError(f"optim.skim_lr must be null (optim.lr) or a learning rate > 0, got {cfg['skim_lr']!r}")
+    return cfg
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Cheap checks of a run config before anything heavy is built (data, backbone): incompatible combinations fail
-    with one clear message."""
+    """Cheap checks of a run config before anything heavy is built (data, backbone): incompatible combinations and
+    bad values fail with one clear message."""
     cls = strategy_class(cfg.skim.name)
     cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))
     if cfg.get("optim") is not None:
-        check_scheduler(cfg.optim.get("scheduler", "linear"))
-        check_skim_lr(cfg.optim.get("skim_lr"))
+        check_optim(_resolved_options(cfg.optim))
+    if "seed" in cfg and not is_instance(cfg.seed, int):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r} ({type(cfg.seed).__name__})")
+    if cfg.get("final_eval", "none") not in FINAL_EVAL:
+        raise ConfigError(f"final_eval must be one of {', '.join(FINAL_EVAL)}, got {cfg.final_eval!r}")
     if cfg.get("trainer") is not None:
         check_trainer_options(_resolved_options(cfg.trainer))
 
@@ -84,9 +119,7 @@ class SkimTaskModule(pl.LightningModule):
         self.save_hyperparameters(logger=False, ignore=["add_pooling_layer"])
         self.output_dir = output_dir
         model, skim, optim = _plain(model), _plain(skim) or {"name": "none"}, _plain(optim) or {}
-        self.optim_cfg = {"lr": 3e-5, "weight_decay": 0.0, "adam_eps": 1e-8, "warmup_ratio": 0.0, "scheduler": "linear",
-                          "skim_lr": None, **optim}  # fmt: skip
-        check_skim_lr(self.optim_cfg["skim_lr"])
+        self.optim_cfg = check_optim(optim)
         strategy = build_strategy(skim)
         strategy.check_compatible(self.task, model.get("attn_implementation", "auto"))
         impl = resolve_attn_implementation(
@@ -273,9 +306,8 @@ class SkimTaskModule(pl.LightningModule):
         opt = torch.optim.AdamW(groups, lr=cfg["lr"], eps=cfg["adam_eps"])
         # the fit's length, for the scheduler and for the strategies' schedules (``training_progress``)
         self._fit_steps = total = self.total_training_steps()
-        name = cfg.get("scheduler", "linear")
+        name = cfg["scheduler"]
         if name in (None, "none"):
             return opt
-        check_scheduler(name)
         sched = get_scheduler(name, opt, num_warmup_steps=int(cfg["warmup_ratio"] * total), num_training_steps=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
