@@ -23,8 +23,8 @@ from skim.tasks.checkpoint import load_task_module
 from skim.utils.config_store import register_configs
 from skim.utils.run import (
     append_result,
-    build_trainer,
     instantiate_group,
+    instantiate_option,
     print_summary,
     run_cli,
     run_record,
@@ -49,8 +49,8 @@ def evaluate(cfg: DictConfig) -> dict:
         cfg, evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True), output_dir=cfg.paths.output_dir
     )
     datamodule = instantiate(cfg.data)
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer = build_trainer(cfg, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False)
+    loggers = instantiate_group(cfg, "logger")
+    trainer = instantiate_option(cfg.trainer, "trainer", callbacks=instantiate_group(cfg, "callbacks"), logger=loggers or False)
     trainer.validate(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")}
     data_info = datamodule.describe()

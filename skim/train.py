@@ -16,10 +16,10 @@ from skim.utils.config_store import register_configs
 from skim.utils.resolvers import monitor_mode
 from skim.utils.run import (
     append_result,
-    build_trainer,
     hydra_choices,
     hydra_overrides,
     instantiate_group,
+    instantiate_option,
     print_summary,
     run_cli,
     run_record,
@@ -46,9 +46,9 @@ def train(cfg: DictConfig) -> dict:
     reuse_wandb_run(cfg)
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module, output_dir=str(out_dir))
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
+    callbacks = instantiate_group(cfg, "callbacks")
+    loggers = instantiate_group(cfg, "logger")
+    trainer = instantiate_option(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         # the one logged config: the composed tree plus the group choices and overrides that dashboards filter on
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "choices": hydra_choices(), "overrides": hydra_overrides()})

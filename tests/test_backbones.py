@@ -367,8 +367,8 @@ def test_every_strategy_fast_dev_runs_on_every_backbone(model, task, tmp_run_roo
         validate_config(cfg)
         datamodule = datamodule or instantiate(cfg.data)
         module = instantiate(cfg.module, output_dir=str(tmp_run_root / skim))
-        loggers = instantiate_group(cfg.get("logger"))
-        trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks), logger=loggers or False)
+        loggers = instantiate_group(cfg, "logger")
+        trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg, "callbacks"), logger=loggers or False)
         trainer.fit(module, datamodule=datamodule)
         metrics = trainer.callback_metrics
         assert trainer.fast_dev_run and cfg.data.monitor in metrics, skim

@@ -258,6 +258,11 @@ def test_unknown_scheduler_is_one_line_before_any_data(tmp_run_root, capsys):
     ("+optim.momentum=0.9", "unknown optim option(s) 'momentum' (known: adam_eps, lr, scheduler, skim_lr"),
     ("seed=abc", "seed must be an integer, got 'abc' (str)"),
     ("final_eval=latest", "final_eval must be one of best, last, none, got 'latest'"),
+    ("evaluation.n_best_size=abc", "evaluation.n_best_size must be an integer, got 'abc' (str)"),
+    ("evaluation.max_answer_length=0", "evaluation.max_answer_length must be at least 1, got 0"),
+    ("+evaluation.nbest=5", "unknown evaluation option(s) 'nbest' (known: max_answer_length, n_best_size"),
+    # refused by the class the option configures, when it is built: one line naming the option's node
+    ("callbacks.model_checkpoint.save_top_k=abc", "callbacks.model_checkpoint: TypeError: '<' not supported"),
 ])  # fmt: skip
 def test_bad_run_options_are_one_line_before_any_data(tmp_run_root, capsys, override, message):
     cfg = _cfg([*TINY, "data.validation_file=/nonexistent.json", override], tmp_run_root / "s")

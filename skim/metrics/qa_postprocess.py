@@ -23,11 +23,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 __all__ = ["merge_feature_logits", "postprocess_qa_predictions"]
+
+
+@dataclass
+class QAEvaluationConfig:
+    """``evaluation.*`` of extractive QA: the n-best post-processing and whether predictions are written."""
+
+    MINIMUM: ClassVar[dict[str, int]] = {"n_best_size": 1, "max_answer_length": 1}
+
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    #: SQuAD v2: predict "no answer" when its score beats the best span's by more than this
+    null_score_diff_threshold: float = 0.0
+    #: ``predictions.json`` (question id -> answer) in the run directory
+    write_predictions: bool = True
 
 
 def _is_valid_offset(offset: Any) -> bool:

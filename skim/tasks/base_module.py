@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -18,11 +17,12 @@ from transformers import get_scheduler
 from skim.encoders.skim_encoder import SkimEncoder
 from skim.errors import ConfigError
 from skim.metrics.counts import SumVector
+from skim.metrics.qa_postprocess import QAEvaluationConfig
 from skim.state import EncoderOutput
 from skim.strategies import build_strategy, strategy_class
 from skim.tasks.backbone import build_backbone, length_groups_option, resolve_attn_implementation
 from skim.tasks.checkpoint import read_checkpoint
-from skim.utils.options import check_trainer_options, check_types, is_instance
+from skim.utils.options import check_trainer_options, checked, is_instance
 from skim.utils.run import write_json
 
 #: the weights of skim.train's final evaluation: the best validated checkpoint, the last weights, or none (the fit's
@@ -50,12 +50,7 @@ class OptimConfig:
 def check_optim(options: dict[str, Any]) -> dict[str, Any]:
     """``optim.*`` over :class:`OptimConfig`'s defaults; an unknown option, a wrong type or a value out of range is a
     ConfigError naming it (``optim.lr=abc`` failed inside the scheduler, after the data was tokenised)."""
-    fields = {f.name for f in dataclasses.fields(OptimConfig)}
-    unknown = [k for k in options if k not in fields]
-    if unknown:
-        raise ConfigError(f"unknown optim option(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(fields))})")
-    check_types(options, OptimConfig, "optim")
-    cfg = {**dataclasses.asdict(OptimConfig()), **options}
+    cfg = checked(options, OptimConfig, "optim")
     for name in ("lr", "adam_eps"):
         if not 0 < cfg[name] < math.inf:
             raise ConfigError(f"optim.{name} must be a number > 0, got {cfg[name]!r}")
@@ -76,6 +71,8 @@ def validate_config(cfg: DictConfig) -> None:
     cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))
     if cfg.get("optim") is not None:
         check_optim(_resolved_options(cfg.optim))
+    if cfg.data.task == "qa" and cfg.get("evaluation") is not None:
+        checked(_resolved_options(cfg.evaluation), QAEvaluationConfig, "evaluation", QAEvaluationConfig.MINIMUM)
     if "seed" in cfg and not is_instance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r} ({type(cfg.seed).__name__})")
     if cfg.get("final_eval", "none") not in FINAL_EVAL:

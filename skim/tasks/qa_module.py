@@ -18,10 +18,11 @@ from torch import nn
 
 from skim.metrics.answers import answer_reached, answer_recall, answer_survival
 from skim.metrics.counts import SumVector
-from skim.metrics.qa_postprocess import merge_feature_logits, postprocess_qa_predictions
+from skim.metrics.qa_postprocess import QAEvaluationConfig, merge_feature_logits, postprocess_qa_predictions
 from skim.metrics.squad import V2_SPLIT_METRICS, squad_v1_scores, squad_v2_scores
 from skim.state import EncoderOutput
 from skim.tasks.base_module import SkimTaskModule
+from skim.utils.options import checked
 
 
 class QAModule(SkimTaskModule):
@@ -31,13 +32,7 @@ class QAModule(SkimTaskModule):
         """``evaluation``: SQuAD post-processing (n_best_size, max_answer_length, ...); ``options``: see
         :class:`SkimTaskModule`."""
         super().__init__(evaluation=evaluation, add_pooling_layer=False, **options)
-        self.eval_cfg = {
-            "n_best_size": 20,
-            "max_answer_length": 30,
-            "null_score_diff_threshold": 0.0,
-            "write_predictions": True,
-            **(dict(evaluation) if evaluation else {}),
-        }
+        self.eval_cfg = checked(dict(evaluation or {}), QAEvaluationConfig, "evaluation", QAEvaluationConfig.MINIMUM)
         # gold-answer tokens that survive skimming (:func:`answer_survival`), summed over the validation epoch
         self.answer_stats = SumVector(self.encoder.num_layers + 4)
         self.qa_outputs = nn.Linear(self.encoder.hidden_size, 2)

@@ -7,6 +7,7 @@ in a data loader, a format string, or Lightning's loop after the data has been t
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -66,3 +67,14 @@ def check_trainer_options(options: Mapping[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"unknown trainer option(s) {', '.join(map(repr, unknown))} (not an argument of lightning's Trainer)")
     check_types(plain, Trainer, "trainer")
+
+
+def checked(options: Mapping[str, Any], schema: type, prefix: str, minimum: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """``options`` over the defaults of the dataclass ``schema``; an unknown key or a wrong type (or a value below
+    ``minimum``) is a :class:`ConfigError` naming ``<prefix>.<option>``."""
+    fields = [f.name for f in dataclasses.fields(schema)]
+    unknown = [k for k in options if k not in fields]
+    if unknown:
+        raise ConfigError(f"unknown {prefix} option(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(fields))})")
+    check_types(options, schema, prefix, minimum)
+    return {**dataclasses.asdict(schema()), **options}

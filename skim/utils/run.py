@@ -29,17 +29,29 @@ log = logging.getLogger("skim")
 RESULT_FILES = ("metrics.json", "predictions.json", "skimmed_tokens.json")
 
 
-def instantiate_group(cfg: DictConfig | None) -> list[Any]:
-    """Instantiate every entry with a ``_target_`` in a group node (callbacks, loggers)."""
+def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` in the group node ``cfg.<group>`` (callbacks, logger)."""
+    node = cfg.get(group)
+    if not node:
+        return []
+    return [instantiate_option(entry, f"{group}.{key}") for key, entry in node.items()
+            if isinstance(entry, DictConfig) and "_target_" in entry]  # fmt: skip
+
+
+def instantiate_option(node: DictConfig, where: str, **kwargs: Any) -> Any:
+    """``node`` instantiated (with ``kwargs``). Its arguments come from config, so what its class refuses
+    (``callbacks.model_checkpoint.save_top_k=abc``, ``trainer.devices=[0]`` on a CPU) is a configuration error
+    naming ``where``: one line, not a traceback."""
     from hydra.utils import instantiate
 
-    if not cfg:
-        return []
-    out = []
-    for node in cfg.values():
-        if isinstance(node, DictConfig) and "_target_" in node:
-            out.append(instantiate(node))
-    return out
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(root_cause(err), SkimError):
+            raise
+        cause = err.__cause__ or err
+        text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        raise ConfigError(f"{where}: {type(cause).__name__}: {text}") from err
 
 
 def root_cause(err: BaseException) -> BaseException:
@@ -50,22 +62,6 @@ def root_cause(err: BaseException) -> BaseException:
             return seen
         seen = seen.__cause__ or seen.__context__
     return err
-
-
-def build_trainer(cfg: DictConfig, **kwargs: Any):
-    """``cfg.trainer`` instantiated with ``kwargs`` (callbacks, loggers). Its options are checked against Lightning's
-    signature beforehand (``validate_config``); what Lightning still refuses (``trainer.devices=[0]`` on a CPU) is a
-    configuration error too: one line, not a traceback."""
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(cfg.trainer, **kwargs)
-    except InstantiationException as err:
-        if isinstance(root_cause(err), SkimError):
-            raise
-        cause = err.__cause__ or err
-        text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        raise ConfigError(f"trainer: {type(cause).__name__}: {text}") from err
 
 
 def git_commit() -> str | None:
