@@ -261,6 +261,9 @@ def test_unknown_scheduler_is_one_line_before_any_data(tmp_run_root, capsys):
     ("evaluation.n_best_size=abc", "evaluation.n_best_size must be an integer, got 'abc' (str)"),
     ("evaluation.max_answer_length=0", "evaluation.max_answer_length must be at least 1, got 0"),
     ("+evaluation.nbest=5", "unknown evaluation option(s) 'nbest' (known: max_answer_length, n_best_size"),
+    ("+model.dropout=0.2", "unknown model option(s) 'dropout' (known: attn_implementation, config_overrides"),
+    ("model.random_init=maybe", "model.random_init must be true or false, got 'maybe' (str)"),
+    ("model.config_overrides.num_hidden_layers=abc", "Field 'num_hidden_layers' expected int, got str (value: 'abc')"),
     # refused by the class the option configures, when it is built: one line naming the option's node
     ("callbacks.model_checkpoint.save_top_k=abc", "callbacks.model_checkpoint: TypeError: '<' not supported"),
 ])  # fmt: skip

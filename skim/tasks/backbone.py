@@ -8,6 +8,7 @@ the ``tiny-*`` configs build RoBERTa, DistilBERT and ALBERT that way, with no fi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -16,6 +17,26 @@ from torch import nn
 from skim.errors import ConfigError
 
 ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa")
+
+
+@dataclass
+class ModelConfig:
+    """``model.*`` (``conf/model``): the backbone, checked by ``validate_config`` before anything is built."""
+
+    name: str = ""
+    #: a Hub id or a local folder (a checkpoint, or only a config with ``random_init``)
+    pretrained_name_or_path: str | None = None
+    tokenizer: str | None = None
+    #: no weights: the architecture of ``model_type`` (or of the path's config) sized by ``config_overrides``
+    random_init: bool = False
+    model_type: str | None = None
+    #: ``auto``, ``eager``, ``sdpa`` (or the attention function a strategy brings)
+    attn_implementation: str = "auto"
+    length_groups: bool = False
+    #: HF config fields set on top of the checkpoint's (``num_hidden_layers``, ``hidden_dropout_prob``, ...)
+    config_overrides: dict = field(default_factory=dict)
+    #: weights of another skim run to start from
+    init_checkpoint: str | None = None
 
 
 def _plain(cfg: Any) -> dict:
@@ -48,6 +69,7 @@ def build_backbone(model_cfg: Any, *, attn_implementation: str, add_pooling_laye
     """The HF encoder of ``model_cfg``; ``add_pooling_layer``: the task head wants the architecture's pooler, if its
     classification head uses one (BERT, ALBERT; not RoBERTa, whose head owns its dense layer) and its model class
     takes the argument at all (DistilBERT and ELECTRA have no pooler)."""
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig, AutoModel
 
     from skim.encoders.skim_encoder import adapter_class
@@ -75,6 +97,9 @@ def build_backbone(model_cfg: Any, *, attn_implementation: str, add_pooling_laye
             model = AutoModel.from_pretrained(path, config=config, attn_implementation=attn_implementation, **pooling)
     except ConfigError:
         raise
+    except (TypeError, StrictDataclassError) as err:  # a config field of the wrong type (transformers' strict configs)
+        first = " ".join(str(err).split())
+        raise ConfigError(f"model.config_overrides {overrides}: {first}") from err
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(

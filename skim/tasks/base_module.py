@@ -20,7 +20,7 @@ from skim.metrics.counts import SumVector
 from skim.metrics.qa_postprocess import QAEvaluationConfig
 from skim.state import EncoderOutput
 from skim.strategies import build_strategy, strategy_class
-from skim.tasks.backbone import build_backbone, length_groups_option, resolve_attn_implementation
+from skim.tasks.backbone import ModelConfig, build_backbone, length_groups_option, resolve_attn_implementation
 from skim.tasks.checkpoint import read_checkpoint
 from skim.utils.options import check_trainer_options, checked, is_instance
 from skim.utils.run import write_json
@@ -69,6 +69,7 @@ def validate_config(cfg: DictConfig) -> None:
     bad values fail with one clear message."""
     cls = strategy_class(cfg.skim.name)
     cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))
+    checked(_resolved_options(cfg.model), ModelConfig, "model")
     if cfg.get("optim") is not None:
         check_optim(_resolved_options(cfg.optim))
     if cfg.data.task == "qa" and cfg.get("evaluation") is not None:
