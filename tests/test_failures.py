@@ -106,7 +106,7 @@ def test_the_sigterm_checkpoint_resumes_exactly(tmp_run_root, monkeypatch):
 
     orig = train_mod.instantiate_group
     monkeypatch.setattr(train_mod, "instantiate_group",
-                        lambda node: orig(node) + ([SigtermAt(7)] if node is not None and "last_checkpoint" in node else []))
+                        lambda cfg, group: orig(cfg, group) + ([SigtermAt(7)] if group == "callbacks" else []))
     with pytest.raises(SystemExit) as exc:
         task_wrapper(train_mod.train)(_cfg(run, tmp_run_root / "killed"))
     assert exc.value.code == 143

@@ -41,9 +41,9 @@ def _run(tmp, name, extra=(), crash_at=None, monkeypatch=None):
         return train_mod.train(cfg)
     orig = train_mod.instantiate_group
 
-    def with_crash(node):
-        out = orig(node)
-        if node is not None and "last_checkpoint" in node:
+    def with_crash(cfg, group):
+        out = orig(cfg, group)
+        if group == "callbacks":
             out.append(Crash(crash_at))
         return out
 

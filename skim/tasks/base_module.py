@@ -116,6 +116,7 @@ class SkimTaskModule(pl.LightningModule):
         # chain), which load_from_checkpoint passes back; skim.train logs the whole config once (choices, overrides)
         self.save_hyperparameters(logger=False, ignore=["add_pooling_layer"])
         self.output_dir = output_dir
+        self._fit_steps: int | None = None  # optimiser steps of the current fit
         model, skim, optim = _plain(model), _plain(skim) or {"name": "none"}, _plain(optim) or {}
         self.optim_cfg = check_optim(optim)
         strategy = build_strategy(skim)
@@ -198,9 +199,12 @@ class SkimTaskModule(pl.LightningModule):
         if state is not None:
             torch.set_rng_state(state)
             self._rng_to_restore = None
+        if self._fit_steps is None:  # no scheduler counted them
+            self._fit_steps = self.total_training_steps()
 
     def on_train_end(self) -> None:
         self.strategy.training_progress = 1.0
+        self._fit_steps = None
 
     def total_training_steps(self) -> int:
         """Optimizer steps of the whole fit, computed from the datamodule's loader.
@@ -302,10 +306,10 @@ class SkimTaskModule(pl.LightningModule):
             groups[id(p) in own, not no_decay]["params"].append(p)
         groups = [g for g in groups.values() if g["params"]]
         opt = torch.optim.AdamW(groups, lr=cfg["lr"], eps=cfg["adam_eps"])
-        # the fit's length, for the scheduler and for the strategies' schedules (``training_progress``)
-        self._fit_steps = total = self.total_training_steps()
         name = cfg["scheduler"]
         if name in (None, "none"):
             return opt
+        # the fit's length, for the scheduler and for the strategies' schedules (``training_progress``)
+        self._fit_steps = total = self.total_training_steps()
         sched = get_scheduler(name, opt, num_warmup_steps=int(cfg["warmup_ratio"] * total), num_training_steps=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
