@@ -105,14 +105,20 @@ def test_synthetic_files_follow_the_synthetic_dir(tmp_path):
 
 @pytest.mark.parametrize("group,choice", [(g, c) for g, cs in GROUPS.items() for c in cs])
 def test_every_group_option_composes(group, choice, tmp_path):
+    from skim.tasks.base_module import validate_config
+
     cfg = compose_cfg(["model=tiny", f"{group}={choice}"], output_dir=tmp_path)
     OmegaConf.resolve(cfg)
+    validate_config(cfg)  # and the entry points' own checks accept it (trainer, model, optim, evaluation options)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiments_compose(experiment, tmp_path):
+    from skim.tasks.base_module import validate_config
+
     cfg = compose_cfg([f"experiment={experiment}"], output_dir=tmp_path)
     OmegaConf.resolve(cfg)
+    validate_config(cfg)
 
 
 def test_typed_skim_config_rejects_bad_values(tmp_path):

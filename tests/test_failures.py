@@ -253,10 +253,10 @@ def test_unknown_scheduler_is_one_line_before_any_data(tmp_run_root, capsys):
     # these failed inside the scheduler or the seeding, with a traceback, or (final_eval) were taken as "last"
     ("optim.lr=abc", "optim.lr must be a number, got 'abc' (str)"),
     ("optim.lr=0", "optim.lr must be a number > 0, got 0"),
-    ("optim.warmup_ratio=1.5", "optim.warmup_ratio in [0, 1] (a share of the steps), got 0.0 and 1.5"),
-    ("optim.weight_decay=-1", "optim.weight_decay must be >= 0"),
+    ("optim.warmup_ratio=1.5", "optim.warmup_ratio must be in [0, 1] (a share of the steps), got 1.5"),
+    ("optim.weight_decay=-1", "optim.weight_decay must be a number >= 0, got -1"),
     ("+optim.momentum=0.9", "unknown optim option(s) 'momentum' (known: adam_eps, lr, scheduler, skim_lr"),
-    ("seed=abc", "seed must be an integer, got 'abc' (str)"),
+    ("seed=abc", "seed must be an integer or null, got 'abc' (str)"),
     ("final_eval=latest", "final_eval must be one of best, last, none, got 'latest'"),
     ("evaluation.n_best_size=abc", "evaluation.n_best_size must be an integer, got 'abc' (str)"),
     ("evaluation.max_answer_length=0", "evaluation.max_answer_length must be at least 1, got 0"),
@@ -270,3 +270,18 @@ def test_unknown_scheduler_is_one_line_before_any_data(tmp_run_root, capsys):
 def test_bad_run_options_are_one_line_before_any_data(tmp_run_root, capsys, override, message):
     cfg = _cfg([*TINY, "data.validation_file=/nonexistent.json", override], tmp_run_root / "s")
     assert message in _one_line_error(capsys, train_mod.train, cfg)
+
+
+def test_only_a_refused_argument_becomes_a_config_error(tmp_path):
+    from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
+
+    from skim.errors import ConfigError
+    from skim.utils.run import instantiate_option
+
+    bad = OmegaConf.create({"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "save_top_k": "abc"})
+    with pytest.raises(ConfigError, match=r"^callbacks\.best: TypeError: '<' not supported"):
+        instantiate_option(bad, "callbacks.best")
+    # any other failure (here an OSError, as a bug or the machine would raise) keeps its traceback
+    with pytest.raises(InstantiationException):
+        instantiate_option(OmegaConf.create({"_target_": "os.listdir", "path": str(tmp_path / "missing")}), "x")

@@ -34,7 +34,7 @@ class ModelConfig:
     attn_implementation: str = "auto"
     length_groups: bool = False
     #: HF config fields set on top of the checkpoint's (``num_hidden_layers``, ``hidden_dropout_prob``, ...)
-    config_overrides: dict = field(default_factory=dict)
+    config_overrides: dict | None = field(default_factory=dict)
     #: weights of another skim run to start from
     init_checkpoint: str | None = None
 

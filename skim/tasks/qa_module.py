@@ -32,7 +32,7 @@ class QAModule(SkimTaskModule):
         """``evaluation``: SQuAD post-processing (n_best_size, max_answer_length, ...); ``options``: see
         :class:`SkimTaskModule`."""
         super().__init__(evaluation=evaluation, add_pooling_layer=False, **options)
-        self.eval_cfg = checked(dict(evaluation or {}), QAEvaluationConfig, "evaluation", QAEvaluationConfig.MINIMUM)
+        self.eval_cfg = checked(dict(evaluation or {}), QAEvaluationConfig, "evaluation")
         # gold-answer tokens that survive skimming (:func:`answer_survival`), summed over the validation epoch
         self.answer_stats = SumVector(self.encoder.num_layers + 4)
         self.qa_outputs = nn.Linear(self.encoder.hidden_size, 2)

@@ -69,12 +69,12 @@ def check_trainer_options(options: Mapping[str, Any]) -> None:
     check_types(plain, Trainer, "trainer")
 
 
-def checked(options: Mapping[str, Any], schema: type, prefix: str, minimum: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """``options`` over the defaults of the dataclass ``schema``; an unknown key or a wrong type (or a value below
-    ``minimum``) is a :class:`ConfigError` naming ``<prefix>.<option>``."""
+def checked(options: Mapping[str, Any], schema: type, prefix: str) -> dict[str, Any]:
+    """``options`` over the defaults of the dataclass ``schema``; an unknown key, a wrong type or a value below the
+    schema's ``MINIMUM`` (if it has one) is a :class:`ConfigError` naming ``<prefix>.<option>``."""
     fields = [f.name for f in dataclasses.fields(schema)]
     unknown = [k for k in options if k not in fields]
     if unknown:
         raise ConfigError(f"unknown {prefix} option(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(fields))})")
-    check_types(options, schema, prefix, minimum)
+    check_types(options, schema, prefix, getattr(schema, "MINIMUM", None))
     return {**dataclasses.asdict(schema()), **options}

@@ -13,12 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import (
-    ConfigCompositionException,
-    InstantiationException,
-    MissingConfigException,
-    OverrideParseException,
-)
+from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 from omegaconf import DictConfig
 
 from skim.errors import ConfigError, RunInterrupted, SkimError
@@ -41,16 +36,20 @@ def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
 def instantiate_option(node: DictConfig, where: str, **kwargs: Any) -> Any:
     """``node`` instantiated (with ``kwargs``). Its arguments come from config, so what its class refuses
     (``callbacks.model_checkpoint.save_top_k=abc``, ``trainer.devices=[0]`` on a CPU) is a configuration error
-    naming ``where``: one line, not a traceback."""
+    naming ``where``: one line, not a traceback. Only the errors a refused argument raises are converted; anything
+    else (a bug in the class) keeps its traceback."""
     from hydra.utils import instantiate
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
-        if isinstance(root_cause(err), SkimError):
+        cause = err.__cause__
+        if isinstance(root_cause(err), SkimError) or not isinstance(
+            cause, (TypeError, ValueError, ImportError, MisconfigurationException)
+        ):
             raise
-        cause = err.__cause__ or err
-        text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        text = str(cause).strip().splitlines()[0] if str(cause).strip() else "(no message)"
         raise ConfigError(f"{where}: {type(cause).__name__}: {text}") from err
 
 
@@ -173,8 +172,8 @@ def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dic
             sys.exit(cause.exit_code)
         except BaseException:
             _mark_failed(out_dir, "crashed; see the log in this folder")
+            log.exception("job crashed")  # into <task_name>.log: stderr alone is gone once the terminal is
             if _in_multirun():
-                log.exception("job crashed")
                 return {"failed": "crashed"}
             raise
         finally:
@@ -187,12 +186,16 @@ def run_cli(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` entry point so that a command line Hydra cannot compose into a config (an unknown group
     option or key, a value a typed schema refuses, bad override syntax) is one ``skim: error:`` line and exit 2, as any
     other bad input is; Hydra itself would print several lines and exit 1. Nothing is written: composition comes
-    before the run directory."""
-    # Hydra raises instead of reporting and exiting; a crash inside a run then shows its whole traceback
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    before a single run's directory (a sweep composes each job when it launches it: a value of a sweep list that does
+    not compose stops the sweep there, after the jobs before it)."""
+    # Hydra raises instead of reporting and exiting (a user's HYDRA_FULL_ERROR=0 would bring its report back); a crash
+    # inside a run then shows its whole traceback
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
-    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
+    except CompactHydraException as err:
+        if isinstance(err, InstantiationException):  # raised inside a run, by skim's own code: not composition
+            raise
         # the cause says what was wrong with the override (a schema's "Value 'abc' ... full_key: skim.tau")
         at = f"override {err.override!r}: " if isinstance(err, OverrideParseException) and err.override else ""
         text = " ".join(f"{at}{err}: {err.__cause__ or ''}".split()).rstrip(": ").split(" Config search path:")[0]
