@@ -7,7 +7,7 @@ name the file / option and the offending field, row or value.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "RunInterrupted", "SkimError"]
+__all__ = ["ConfigError", "DataError", "RunInterrupted", "SkimError", "one_line"]
 
 
 class SkimError(Exception):
@@ -33,3 +33,9 @@ class RunInterrupted(SkimError):
     Exits 128 + 15 as a process killed by SIGTERM would, so that schedulers and shell loops record a failure."""
 
     exit_code = 128 + 15
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """An arbitrary (library) error text as one bounded line for the CLI."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."

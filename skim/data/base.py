@@ -25,9 +25,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from skim.data.resumable import DistributedGroupedSampler, ResumableDataLoader, training_seed
-from skim.data.sources import one_line
-from skim.errors import ConfigError
-from skim.utils.options import check_types
+from skim.errors import ConfigError, one_line
+from skim.utils import options as option_checks
 from skim.utils.resolvers import skim_root
 
 PADDING_POLICIES = ("dynamic", "max_length")
@@ -135,7 +134,7 @@ class SkimDataModule(pl.LightningDataModule):
     def check_types(options: dict[str, Any], target: Any, prefix: str = "data") -> None:
         """Each argument of ``target`` (a class or a function) against its annotation and :data:`MINIMUM`, before
         any data is read."""
-        check_types(options, target, prefix, MINIMUM)
+        option_checks.check_types(options, target, prefix, MINIMUM)
 
     def check_monitor(self, allowed: list[str]) -> None:
         """``data.monitor`` (the best checkpoint's metric; the first allowed one if unset) is a metric the task logs:

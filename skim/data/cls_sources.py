@@ -19,8 +19,8 @@ from typing import Any
 
 import datasets
 
-from skim.data.sources import BadRow, load_rows, one_line, quiet, take_split
-from skim.errors import DataError
+from skim.data.sources import BadRow, load_rows, quiet, take_split
+from skim.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 

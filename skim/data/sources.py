@@ -24,16 +24,10 @@ import pandas
 from datasets.data_files import DataFilesDict, get_data_patterns
 from datasets.utils.extract import Extractor
 
-from skim.errors import ConfigError, DataError
+from skim.errors import ConfigError, DataError, one_line
 
 # suffix (before an optional .gz) -> the packaged ``datasets`` builder that reads it
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".tsv": "csv", ".csv": "csv"}
-
-
-def one_line(text: object, limit: int = 300) -> str:
-    """An arbitrary (library) error text as one bounded line for the CLI."""
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def suffix_of(path: str | Path) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from skim.errors import ConfigError
+from skim.errors import ConfigError, one_line
 
 ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa")
 
@@ -98,8 +98,7 @@ def build_backbone(model_cfg: Any, *, attn_implementation: str, add_pooling_laye
     except ConfigError:
         raise
     except (TypeError, StrictDataclassError) as err:  # a config field of the wrong type (transformers' strict configs)
-        first = " ".join(str(err).split())
-        raise ConfigError(f"model.config_overrides {overrides}: {first}") from err
+        raise ConfigError(f"model.config_overrides {overrides}: {one_line(err)}") from err
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(

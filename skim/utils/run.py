@@ -16,7 +16,7 @@ from typing import Any
 from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 from omegaconf import DictConfig
 
-from skim.errors import ConfigError, RunInterrupted, SkimError
+from skim.errors import ConfigError, RunInterrupted, SkimError, one_line
 
 log = logging.getLogger("skim")
 
@@ -188,8 +188,7 @@ def run_cli(main: Callable[[], Any]) -> None:
     other bad input is; Hydra itself would print several lines and exit 1. Nothing is written: composition comes
     before a single run's directory (a sweep composes each job when it launches it: a value of a sweep list that does
     not compose stops the sweep there, after the jobs before it)."""
-    # Hydra raises instead of reporting and exiting (a user's HYDRA_FULL_ERROR=0 would bring its report back); a crash
-    # inside a run then shows its whole traceback
+    # Hydra raises instead of reporting and exiting; a crash inside a run then shows its whole traceback
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
@@ -198,8 +197,8 @@ def run_cli(main: Callable[[], Any]) -> None:
             raise
         # the cause says what was wrong with the override (a schema's "Value 'abc' ... full_key: skim.tau")
         at = f"override {err.override!r}: " if isinstance(err, OverrideParseException) and err.override else ""
-        text = " ".join(f"{at}{err}: {err.__cause__ or ''}".split()).rstrip(": ").split(" Config search path:")[0]
-        print(f"skim: error: {text if len(text) <= 600 else text[:597] + '...'}", file=sys.stderr)
+        text = one_line(f"{at}{err}: {err.__cause__ or ''}", 10_000).rstrip(": ").split(" Config search path:")[0]
+        print(f"skim: error: {one_line(text, 600)}", file=sys.stderr)
         sys.exit(2)
 
 
