@@ -376,3 +376,13 @@ def test_every_strategy_fast_dev_runs_on_every_backbone(model, task, tmp_run_roo
         ran.append(skim)
     qa_only = [s for s in SKIM_CONFIGS if s.startswith("blockskim")]  # Block-Skim (every preset) is QA only
     assert len(ran) == len(SKIM_CONFIGS) - (len(qa_only) if task == "cls" else 0)
+
+
+def test_a_bf16_checkpoint_loads_as_float32_weights(tmp_path):
+    """Checkpoints saved in bf16 (many Hub models; the GPU carry's MiniLM) must not become bf16 parameters: AdamW on
+    bf16 weights drops small updates. Lightning's precision setting decides the compute dtype, not the file."""
+    from skim.tasks.backbone import build_backbone
+
+    tiny("roberta").to(torch.bfloat16).save_pretrained(tmp_path)
+    model = build_backbone({"pretrained_name_or_path": str(tmp_path)}, attn_implementation="sdpa", add_pooling_layer=False)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

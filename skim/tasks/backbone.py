@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -94,7 +95,11 @@ def build_backbone(model_cfg: Any, *, attn_implementation: str, add_pooling_laye
         if cfg.get("random_init", False):
             model = AutoModel.from_config(config, attn_implementation=attn_implementation, **pooling)
         else:
-            model = AutoModel.from_pretrained(path, config=config, attn_implementation=attn_implementation, **pooling)
+            # float32 weights whatever the checkpoint stores: transformers 5 loads a bf16 checkpoint as bf16 parameters,
+            # and AdamW on bf16 weights loses the small updates; Lightning's precision setting decides the compute dtype
+            model = AutoModel.from_pretrained(
+                path, config=config, attn_implementation=attn_implementation, dtype=torch.float32, **pooling
+            )
     except ConfigError:
         raise
     except (TypeError, StrictDataclassError) as err:  # a config field of the wrong type (transformers' strict configs)
