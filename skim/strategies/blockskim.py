@@ -254,10 +254,16 @@ class AttendWithDiagonalBlocks(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor | None, grad_blocks: torch.Tensor | None):
         probs, value = ctx.saved_tensors
         grad_probs = grad_value = None
+        # under autocast the forward matmul ran in the autocast dtype (grad_out's): so do its gradients, each returned
+        # in its input's dtype (float32 probabilities from the softmax, bf16 values from the projection)
+        compute = grad_out.dtype if grad_out is not None else probs.dtype
         if grad_out is not None and ctx.needs_input_grad[1]:
-            grad_value = torch.matmul(probs.transpose(-1, -2), grad_out)
+            grad_value = torch.matmul(probs.transpose(-1, -2).to(compute), grad_out).to(value.dtype)
         if ctx.needs_input_grad[0]:
-            grad_probs = torch.matmul(grad_out, value.transpose(-1, -2)) if grad_out is not None else torch.zeros_like(probs)
+            if grad_out is not None:
+                grad_probs = torch.matmul(grad_out, value.transpose(-1, -2).to(compute)).to(probs.dtype)
+            else:
+                grad_probs = torch.zeros_like(probs)
             if grad_blocks is not None:
                 bs, n = ctx.bs, probs.shape[-1]
                 full = n // bs
