@@ -29,7 +29,7 @@ class _Accumulating(pl.Callback):
         self._metrics: dict[str, SumVector] = {}
 
     def _acc(self, name: str, value: torch.Tensor, device) -> None:
-        value = value.detach().reshape(-1)
+        value = value.detach().reshape(-1).to(device)  # counts built on the CPU join the metric's device
         if name not in self._metrics:
             self._metrics[name] = SumVector(value.numel()).to(device)
         self._metrics[name].update(value)
@@ -145,7 +145,7 @@ class FlopsCallback(_Accumulating):
         padded_tokens = torch.full_like(kept, int(s["padded_len"]))
         padded = encoder_macs(padded_tokens, shape) + head_macs(task, padded_tokens[0], shape, num_labels)
         dev = pl_module.device
-        self._acc("flops", torch.stack([2 * skim.sum(), 2 * dense.sum(), 2 * padded.sum(), torch.tensor(float(real.numel()), dtype=torch.float64)]), dev)
+        self._acc("flops", torch.stack([2 * skim.sum(), 2 * dense.sum(), 2 * padded.sum(), torch.tensor(float(real.numel()), dtype=torch.float64, device=skim.device)]), dev)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self._metrics or trainer.sanity_checking:
