@@ -76,6 +76,18 @@ def test_features_are_cached(minilm_path, squad_dev, tmp_path):
     assert dm3.cache_hits["train"] is False
 
 
+def test_tokenising_in_several_processes_gives_the_same_features(minilm_path, squad_dev, tmp_path):
+    """data.num_proc splits the featurisation over processes (datasets' map): the same features, in the same order,
+    with the global feature and example indices."""
+    one = _datamodule(minilm_path, squad_dev, tmp_path, max_train_samples=48, max_eval_samples=48)
+    two = _datamodule(minilm_path, squad_dev, tmp_path / "two", max_train_samples=48, max_eval_samples=48, num_proc=2)
+    one.setup("fit")
+    two.setup("fit")
+    assert len({f["filename"] for f in two.train_features.cache_files}) == 2  # two shards: it did run in two processes
+    for role in ("train_features", "eval_dataset"):
+        assert getattr(two, role).to_dict() == getattr(one, role).to_dict()
+
+
 @pytest.mark.parametrize("padding", ["dynamic", "max_length"])
 def test_padding_policy(minilm_path, squad_dev, tmp_path, padding):
     dm = _datamodule(

@@ -33,7 +33,7 @@ PADDING_POLICIES = ("dynamic", "max_length")
 # the smallest value of each numeric option (a zero batch or sample count, a negative stride, would fail later, far
 # from the option, or mean something else)
 MINIMUM = dict.fromkeys(("max_seq_length", "batch_size", "eval_batch_size", "max_train_samples", "max_eval_samples",
-                         "max_query_length"), 1) | dict.fromkeys(("num_workers", "doc_stride", "transkimmer_coefficient"), 0)  # fmt: skip
+                         "max_query_length", "num_proc"), 1) | dict.fromkeys(("num_workers", "doc_stride", "transkimmer_coefficient"), 0)  # fmt: skip
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "protect_mask")
 
 
@@ -94,6 +94,7 @@ class SkimDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 64,
         num_workers: int = 0,
+        num_proc: int | None = None,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
         cache_dir: str | None = None,
@@ -121,6 +122,7 @@ class SkimDataModule(pl.LightningDataModule):
         self.limits = {"train": max_train_samples, "validation": max_eval_samples}
         self.max_seq_length, self.padding, self.group_by_length = max_seq_length, padding, group_by_length
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.num_proc = num_proc
         self.synthetic = dict(synthetic) if synthetic else None
         # read by conf/skim/transkimmer.yaml: the skim-loss coefficient the paper's scripts use for this data set
         self.transkimmer_coefficient = transkimmer_coefficient
@@ -202,6 +204,7 @@ class SkimDataModule(pl.LightningDataModule):
         feats = examples.map(
             self.featurize, batched=True, with_indices=True, remove_columns=examples.column_names,
             fn_kwargs={"tokenizer": self.tokenizer, **self.featurize_options()}, desc=f"tokenising {self.name} {role}",
+            num_proc=self.num_proc,
         )  # fmt: skip
         # the integer position of every feature, so evaluation can be gathered across ranks
         files = [Path(f["filename"]) for f in feats.cache_files]
