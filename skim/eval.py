@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import skim  # noqa: F401
 from skim.errors import ConfigError
-from skim.tasks.base_module import validate_config
+from skim.tasks.base_module import check_evaluates, validate_config
 from skim.tasks.checkpoint import load_task_module
 from skim.utils.config_store import register_configs
 from skim.utils.run import (
@@ -41,6 +41,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
 
     validate_config(cfg)
+    check_evaluates(cfg, "skim.eval is an evaluation")
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     if not cfg.get("ckpt_path"):

@@ -10,7 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import skim  # noqa: F401  (registers resolvers)
 from skim.errors import RunInterrupted
-from skim.tasks.base_module import validate_config
+from skim.loggers import CSVLogger
+from skim.tasks.base_module import check_evaluates, validate_config
 from skim.tasks.checkpoint import check_resumable, read_checkpoint
 from skim.utils.config_store import register_configs
 from skim.utils.resolvers import monitor_mode
@@ -37,6 +38,8 @@ def train(cfg: DictConfig) -> dict:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     validate_config(cfg)
+    if cfg.get("final_eval", "best") != "none":
+        check_evaluates(cfg, f"final_eval={cfg.get('final_eval', 'best')} asks for an evaluation (final_eval=none: train only)")
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(cfg, out_dir)
     if cfg.model.get("init_checkpoint"):
@@ -48,6 +51,9 @@ def train(cfg: DictConfig) -> dict:
     module = instantiate(cfg.module, output_dir=str(out_dir))
     callbacks = instantiate_group(cfg, "callbacks")
     loggers = instantiate_group(cfg, "logger")
+    for lg in loggers:
+        if isinstance(lg, CSVLogger):  # a run resumed into its own directory continues its metrics.csv
+            lg.resuming = ckpt_path is not None
     trainer = instantiate_option(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         # the one logged config: the composed tree plus the group choices and overrides that dashboards filter on
@@ -80,6 +86,8 @@ def train(cfg: DictConfig) -> dict:
             if cfg.get("results_file"):
                 append_result(cfg.results_file, record)
         print_summary(f"{cfg.task_name} {cfg.skim.name}", metrics)
+    elif not metrics and not trainer.fast_dev_run:
+        log.warning("no validation ran, so no metrics.json and no results row were written")
     return metrics
 
 

@@ -109,6 +109,18 @@ def test_mismatched_checkpoint_is_one_clear_error(trained_run):
     assert len(lines) == 1 and "cannot load" in lines[0]
 
 
+def test_an_evaluation_that_evaluates_nothing_is_one_clear_error(trained_run):
+    """trainer.limit_val_batches=0 would make Lightning skip the evaluation: exit 0, no metrics.json, no word of why."""
+    root = trained_run
+    ckpt = root / "train" / "checkpoints" / "last.ckpt"
+    res = run_cli(["-m", "skim.eval", f"ckpt_path={ckpt}", "trainer=cpu", "+trainer.limit_val_batches=0",
+                   f"hydra.run.dir={root / 'nothing'}"], cwd=root, env_extra=_env(root))  # fmt: skip
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("skim: error:")]
+    assert len(lines) == 1 and "trainer.limit_val_batches=0 evaluates nothing" in lines[0]
+    assert not (root / "nothing" / "metrics.json").exists()
+
+
 def test_resuming_with_another_strategy_is_one_clear_error(trained_run):
     """skim.eval may score a skimming run's backbone with skim=none; resuming its training with skim=none may not (the
     optimiser state holds the predictors' parameters): one line, before any data is read, nothing written."""

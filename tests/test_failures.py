@@ -266,6 +266,8 @@ def test_unknown_scheduler_is_one_line_before_any_data(tmp_run_root, capsys):
     ("model.config_overrides.num_hidden_layers=abc", "Field 'num_hidden_layers' expected int, got str (value: 'abc')"),
     # refused by the class the option configures, when it is built: one line naming the option's node
     ("callbacks.model_checkpoint.save_top_k=abc", "callbacks.model_checkpoint: TypeError: '<' not supported"),
+    # Lightning would skip the final evaluation too, and the run would end without a metric and without saying so
+    ("+trainer.limit_val_batches=0", "trainer.limit_val_batches=0 evaluates nothing, but final_eval=best asks for"),
 ])  # fmt: skip
 def test_bad_run_options_are_one_line_before_any_data(tmp_run_root, capsys, override, message):
     cfg = _cfg([*TINY, "data.validation_file=/nonexistent.json", override], tmp_run_root / "s")

@@ -73,6 +73,29 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_run_root, monkeyp
         assert resumed[k] == pytest.approx(full[k], abs=1e-5), k
 
 
+def test_a_run_resumed_into_its_own_directory_continues_its_csv_log(tmp_run_root, monkeypatch):
+    """hydra.run.dir=<run> ckpt_path=last: the CSV log keeps the steps before the interruption (Lightning's writer
+    deleted them) and drops those logged after the checkpoint, which the resumed run logs again; the file then holds
+    exactly the uninterrupted run's training rows."""
+    import csv
+
+    require_shared(SQUAD_DEV)
+    every = ["trainer.log_every_n_steps=1"]
+    _run(tmp_run_root, "full", extra=every)
+    _run(tmp_run_root, "run", extra=every, crash_at=7, monkeypatch=monkeypatch)  # logged steps up to 7, checkpoint at 6
+    _run(tmp_run_root, "run", extra=[*every, "ckpt_path=last"])
+    GlobalHydra.instance().clear()
+
+    def losses(name):
+        with open(tmp_run_root / name / "csv" / "metrics.csv", newline="") as file:
+            rows = [r for r in csv.DictReader(file) if r.get("train/loss")]
+        return [(int(r["step"]), round(float(r["train/loss"]), 5)) for r in rows]
+
+    full, resumed = losses("full"), losses("run")
+    assert [step for step, _ in resumed] == sorted({step for step, _ in resumed})  # no step twice
+    assert resumed == full and len(full) > 7
+
+
 def test_resume_continues_the_wandb_run(tmp_run_root):
     require_shared(SQUAD_DEV)
     base = [o for o in RUN if "last_checkpoint" not in o] + ["logger=wandb", "trainer.max_epochs=1"]

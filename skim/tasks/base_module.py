@@ -83,6 +83,14 @@ def validate_config(cfg: DictConfig) -> None:
         check_trainer_options(_resolved_options(cfg.trainer))
 
 
+def check_evaluates(cfg: DictConfig, why: str) -> None:
+    """``trainer.limit_val_batches=0`` makes Lightning skip every validation, ``trainer.validate`` included: a run asked
+    to evaluate would end with no metric, no metrics.json and no word of why."""
+    limit = (cfg.get("trainer") or {}).get("limit_val_batches")
+    if limit is not None and not isinstance(limit, bool) and limit == 0:
+        raise ConfigError(f"trainer.limit_val_batches={limit} evaluates nothing, but {why}")
+
+
 def _resolved_options(node: DictConfig) -> dict[str, Any]:
     """The options of ``node`` as plain values; one that cannot be resolved here (a ``${hydra:...}`` outside a Hydra
     job) is left out."""
