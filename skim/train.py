@@ -38,8 +38,9 @@ def train(cfg: DictConfig) -> dict:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     validate_config(cfg)
-    if cfg.get("final_eval", "best") != "none":
-        check_evaluates(cfg, f"final_eval={cfg.get('final_eval', 'best')} asks for an evaluation (final_eval=none: train only)")
+    final = cfg.get("final_eval", "best")
+    if final != "none" and not cfg.trainer.get("fast_dev_run"):  # a fast dev run skips the final evaluation anyway
+        check_evaluates(cfg, f"final_eval={final} asks for an evaluation (final_eval=none: train only)")
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(cfg, out_dir)
     if cfg.model.get("init_checkpoint"):
@@ -51,9 +52,12 @@ def train(cfg: DictConfig) -> dict:
     module = instantiate(cfg.module, output_dir=str(out_dir))
     callbacks = instantiate_group(cfg, "callbacks")
     loggers = instantiate_group(cfg, "logger")
+    # a run resumed into its own directory continues its metrics.csv (not one that only evaluates, nor one that starts
+    # from another run's checkpoint in a directory that happens to hold a log)
+    resuming = bool(ckpt_path) and cfg.get("train", True) and Path(ckpt_path).resolve().is_relative_to(out_dir.resolve())
     for lg in loggers:
-        if isinstance(lg, CSVLogger):  # a run resumed into its own directory continues its metrics.csv
-            lg.resuming = ckpt_path is not None
+        if isinstance(lg, CSVLogger):
+            lg.resuming = resuming
     trainer = instantiate_option(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         # the one logged config: the composed tree plus the group choices and overrides that dashboards filter on
@@ -66,7 +70,6 @@ def train(cfg: DictConfig) -> dict:
     try:
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        final = cfg.get("final_eval", "best")
         if final != "none" and not trainer.fast_dev_run:
             final_weights = final_checkpoint(trainer, final)
             trainer.validate(module, datamodule=datamodule, ckpt_path=final_weights.get("path"), weights_only=True)

@@ -384,5 +384,7 @@ def test_a_bf16_checkpoint_loads_as_float32_weights(tmp_path):
     from skim.tasks.backbone import build_backbone
 
     tiny("roberta").to(torch.bfloat16).save_pretrained(tmp_path)
-    model = build_backbone({"pretrained_name_or_path": str(tmp_path)}, attn_implementation="sdpa", add_pooling_layer=False)
-    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    for random_init in (False, True):  # a random model of the checkpoint's shape takes its config's dtype too
+        options = {"pretrained_name_or_path": str(tmp_path), "random_init": random_init}
+        model = build_backbone(options, attn_implementation="sdpa", add_pooling_layer=False)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}, random_init

@@ -86,6 +86,10 @@ def test_tokenising_in_several_processes_gives_the_same_features(minilm_path, sq
     assert len({f["filename"] for f in two.train_features.cache_files}) == 2  # two shards: it did run in two processes
     for role in ("train_features", "eval_dataset"):
         assert getattr(two, role).to_dict() == getattr(one, role).to_dict()
+    # the shards are the cache of a later run in one process (num_proc is not part of datasets' fingerprint)
+    again = _datamodule(minilm_path, squad_dev, tmp_path / "two", max_train_samples=48, max_eval_samples=48)
+    again.setup("fit")
+    assert again.cache_hits == {"train": True, "validation": True}
 
 
 @pytest.mark.parametrize("padding", ["dynamic", "max_length"])

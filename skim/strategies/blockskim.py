@@ -248,6 +248,7 @@ class AttendWithDiagonalBlocks(torch.autograd.Function):
     def forward(ctx, probs: torch.Tensor, value: torch.Tensor, bs: int):
         ctx.save_for_backward(probs, value)
         ctx.bs = bs
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zero tensor, no matmul with it
         return torch.matmul(probs, value), _diagonal_of(probs, bs).clone()
 
     @staticmethod

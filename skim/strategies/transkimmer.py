@@ -255,7 +255,7 @@ class Transkimmer(SkimStrategy):
         return self.cfg.skim_coefficient * (min(self.training_progress / warmup, 1.0) if warmup else 1.0)
 
     def train_diagnostics(self, out: EncoderOutput, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"skim_coefficient": torch.tensor(self.coefficient())}
+        return {"skim_coefficient": torch.tensor(self.coefficient(), device=out.final_keep.device)}
 
     # ---- cost of the predictors (for FLOPs accounting) ---------------------------------------------------
     def predictor_macs(self, layer: int, tokens: torch.Tensor, hidden: int) -> torch.Tensor | int:

@@ -92,14 +92,14 @@ def build_backbone(model_cfg: Any, *, attn_implementation: str, add_pooling_laye
         if adapter.takes_pooling_layer:
             pooling["add_pooling_layer"] = add_pooling_layer and adapter.cls_head_activation is None
         config._attn_implementation = attn_implementation
+        # float32 weights whatever the checkpoint stores: transformers 5 builds a bf16 checkpoint's model (and a random
+        # one from its config) with bf16 parameters, and AdamW on bf16 weights loses the small updates; Lightning's
+        # precision setting decides the compute dtype
+        build = {"attn_implementation": attn_implementation, "dtype": torch.float32, **pooling}
         if cfg.get("random_init", False):
-            model = AutoModel.from_config(config, attn_implementation=attn_implementation, **pooling)
+            model = AutoModel.from_config(config, **build)
         else:
-            # float32 weights whatever the checkpoint stores: transformers 5 loads a bf16 checkpoint as bf16 parameters,
-            # and AdamW on bf16 weights loses the small updates; Lightning's precision setting decides the compute dtype
-            model = AutoModel.from_pretrained(
-                path, config=config, attn_implementation=attn_implementation, dtype=torch.float32, **pooling
-            )
+            model = AutoModel.from_pretrained(path, config=config, **build)
     except ConfigError:
         raise
     except (TypeError, StrictDataclassError) as err:  # a config field of the wrong type (transformers' strict configs)
