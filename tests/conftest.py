@@ -24,6 +24,15 @@ if _WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
 
 
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA: skipped elsewhere (make test-full included), run with `make test-gpu` on a GPU."""
+    if torch.cuda.is_available():
+        return
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
 def require_shared(path: Path = SHARED_DATA) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (../shared/data beside the repo, or set SKIM_SHARED_DATA)")

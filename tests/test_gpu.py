@@ -1,0 +1,78 @@
+"""On a CUDA GPU (`make test-gpu`; skipped elsewhere): what the first GPU run found broken, checked in a minute before
+any device time goes to training. Each check failed there before its mend, or ran there as a one-off probe (H200,
+torch 2.11). The short run reads SQuAD dev from SKIM_SHARED_DATA (<dir>/squad_v1.1/dev-v1.1.json.gz)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from skim.strategies.blockskim import (
+    AttendWithDiagonalBlocks,
+    _diagonal_of,
+    _fused_attention_with_lse,
+    live_diagonal_blocks,
+)
+from skim.train import train
+from skim.utils.run import task_wrapper
+from tests.conftest import SQUAD_DEV, require_shared
+from tests.helpers.runs import compose_cfg
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_diagonal_blocks_on_cuda_are_the_eager_probabilities(dtype):
+    """The inference path's row log-sum-exp and diagonal blocks on CUDA against eager softmax probabilities, with
+    padding and a ragged last block (the probe of the first GPU run: 1.3e-6)."""
+    torch.manual_seed(0)
+    B, H, n, d, bs = 4, 12, 200, 32, 32
+    alive = torch.arange(n, device="cuda")[None] < torch.tensor([200, 150, 97, 33], device="cuda")[:, None]
+    mask = torch.zeros(B, 1, 1, n, device="cuda").masked_fill(~alive[:, None, None, :], torch.finfo(torch.float32).min)
+    q, k, v = ((torch.randn(B, H, n, d, device="cuda") * 2).to(dtype) for _ in range(3))
+    scores = q.float() @ k.float().transpose(-1, -2) * d**-0.5 + mask
+    _, lse = _fused_attention_with_lse(q, k, v, mask.to(dtype), d**-0.5)
+    torch.testing.assert_close(lse, torch.logsumexp(scores, -1), rtol=0, atol=1e-4)
+    probs, blocks, K = scores.softmax(-1), live_diagonal_blocks(q, k, lse, alive, d**-0.5, bs), -(-n // bs)
+    atol = 1e-5 if dtype == torch.float32 else 1e-4  # a kernel's bf16 log-sum-exp may differ by ~1e-5 (CPU's: 5e-5)
+    for i, idx in enumerate(blocks.index.tolist()):
+        b, kb = divmod(idx, K)
+        s, e = kb * bs, min(kb * bs + bs, n)
+        live = alive[b, s:e]
+        want = probs[b, :, s:e, s:e] * live[None, :, None] * live[None, None, :]
+        torch.testing.assert_close(blocks.values[i, :, : e - s, : e - s].float(), want, rtol=0, atol=atol)
+
+
+def test_training_attention_node_under_cuda_bf16_autocast():
+    """Float32 probabilities (autocast's softmax) and bf16 values, as in bf16-mixed training: the backward failed here
+    on the first GPU step before the mend; its gradients equal autograd's through the same ops."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    probs = torch.rand(2, 12, 70, 70, device="cuda", generator=g).softmax(-1).requires_grad_()
+    value = torch.rand(2, 12, 70, 32, device="cuda", generator=g).bfloat16().requires_grad_()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out, blocks = AttendWithDiagonalBlocks.apply(probs, value, 32)
+        ref_out, ref_blocks = probs @ value, _diagonal_of(probs, 32).clone()
+    got = torch.autograd.grad(out.float().sum() + blocks.sum(), (probs, value))
+    want = torch.autograd.grad(ref_out.float().sum() + ref_blocks.sum(), (probs, value))
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("skim", ["none", "blockskim", "transkimmer"])
+def test_a_short_bf16_run_on_the_gpu(skim, tmp_run_root):
+    """A few bf16-mixed steps and a validation with every statistics callback on the GPU (the dense run's first
+    validation batch failed on a CPU count beside CUDA tensors before the mend)."""
+    require_shared(SQUAD_DEV)
+    GlobalHydra.instance().clear()
+    out = tmp_run_root / "run"
+    cfg = compose_cfg([
+        "model=tiny", "data=squad_local", f"data.train_file={SQUAD_DEV}", f"data.validation_file={SQUAD_DEV}",
+        "data.max_train_samples=64", "data.max_eval_samples=32", "data.batch_size=8", f"skim={skim}",
+        "trainer=gpu", "+trainer.max_steps=4", "final_eval=last",
+    ], output_dir=out)  # fmt: skip
+    metrics = task_wrapper(train)(cfg)
+    GlobalHydra.instance().clear()
+    assert 0.0 <= metrics["val/f1"] <= 100.0 and metrics["val/flops/skim_gflops"] > 0
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["val/num_scored"] == 32
