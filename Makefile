@@ -39,8 +39,8 @@ test-full: install ## every test, slow ones included
 
 # no install step: on a lent GPU machine the dependencies come as carried wheels (../shared/docs/gpu.md), so call it
 # there as `make test-gpu PY=python3` with PYTHONPATH set
-test-gpu: ## the CUDA tests (tests/test_gpu.py; skipped without a GPU): run first on a GPU machine
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m gpu -q tests/test_gpu.py
+test-gpu: ## the CUDA tests (marked gpu; skipped without a GPU): run first on a GPU machine
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -m gpu -q tests/test_gpu.py tests/test_blockskim.py
 
 lint: install ## ruff
 	$(PY) -m ruff check skim tests

@@ -484,18 +484,20 @@ def test_attend_with_diagonal_blocks_gradients(n):
     torch.testing.assert_close(torch.autograd.grad((out * w_out).sum(), probs)[0], torch.autograd.grad((probs @ value * w_out).sum(), probs)[0])
 
 
-def test_attend_with_diagonal_blocks_under_bf16_autocast():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_attend_with_diagonal_blocks_under_bf16_autocast(device):
     """In bf16-mixed training the probabilities are float32 (autocast's softmax) and the values bf16: the node's
     gradients are those of autograd through the same autocast ops, each in its input's dtype (the first GPU run
-    failed here: the backward multiplied float32 probabilities by a bf16 gradient)."""
+    failed here: the backward multiplied float32 probabilities by a bf16 gradient). `make test-gpu` runs it on CUDA."""
     from skim.strategies.blockskim import AttendWithDiagonalBlocks, _diagonal_of
 
     bs, n = 4, 10
     g = torch.Generator().manual_seed(0)
-    probs = torch.rand(2, 2, n, n, generator=g).softmax(-1).requires_grad_()
-    value = torch.rand(2, 2, n, 3, generator=g).bfloat16().requires_grad_()
-    w_out, w_blocks = torch.rand(2, 2, n, 3, generator=g), torch.rand(2, -(-n // bs), 2, bs, bs, generator=g)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    probs = torch.rand(2, 2, n, n, generator=g).softmax(-1).to(device).requires_grad_()
+    value = torch.rand(2, 2, n, 3, generator=g).bfloat16().to(device).requires_grad_()
+    w_out = torch.rand(2, 2, n, 3, generator=g).to(device)
+    w_blocks = torch.rand(2, -(-n // bs), 2, bs, bs, generator=g).to(device)
+    with torch.autocast(device, dtype=torch.bfloat16):
         out, blocks = AttendWithDiagonalBlocks.apply(probs, value, bs)
         ref_out, ref_blocks = probs @ value, _diagonal_of(probs, bs).clone()
     assert out.dtype == ref_out.dtype == torch.bfloat16 and blocks.dtype == torch.float32

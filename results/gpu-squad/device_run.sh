@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device call behind results/gpu-squad (second try; the first, first_attempt_run.log, failed on two GPU bugs, since mended):
+# The device call behind results/gpu-squad (second try; the first, first_attempt/, failed on two GPU bugs, since mended):
 # dense vs Block-Skim MiniLM-L6 on the full SQuAD v1.1 training set, 1,600 steps of bs 32 each (lr 5e-5, 10 % warm-up,
 # bf16), both fits side by side on the one GPU; the Block-Skim checkpoint at other thresholds on the full dev set;
 # skim.benchmark at bs 32/128 bf16. Run from the repo root with .gpu-carry from ../shared/tools/gpu-carry.sh, its
