@@ -20,13 +20,15 @@ attention").
 The predictor reads attention probabilities after dropout (as the original). Training computes them with eager
 attention inside the strategy's attention function. At inference on CPU the [n, n] probabilities are never
 materialised: the fused kernel returns each row's log-sum-exp, and only the diagonal blocks that hold a live token are
-computed, as ``exp(Q_b K_b^T * scale - lse_b)`` (O(n * bs * d) per head instead of O(n^2 * d)); on other devices the
-log-sum-exp still comes from the full scores (exact, not yet the CUDA kernels' own). Layers without a predictor run
+computed, as ``exp(Q_b K_b^T * scale - lse_b)`` (O(n * bs * d) per head instead of O(n^2 * d)). On CUDA the
+memory-efficient kernel returns it (its agreement with the exact one was measured on an H200); on other devices, or
+where that kernel cannot take the inputs, it comes from the full scores (exact, O(n^2)). Layers without a predictor run
 plain SDPA. ``model.attn_implementation=eager`` keeps HF's eager attention everywhere (the reference).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -279,15 +281,40 @@ class AttendWithDiagonalBlocks(torch.autograd.Function):
 
 
 _CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_CUDA_EFFICIENT = getattr(torch.ops.aten, "_scaled_dot_product_efficient_attention", None)
+# the CUDA memory-efficient kernel reads 128-bit aligned rows: head dimension and every stride of the bias but the last a
+# multiple of 8 elements (SDPA's own preprocess_mask pads the bias the same way)
+_CUDA_ALIGN = 8
+_CUDA_FALLBACK: list[str] = []  # why the kernel was not used, reported once
+
+
+def _cuda_efficient_with_lse(query, key, value, additive_mask, scaling):
+    """The memory-efficient kernel's output and its own row log-sum-exp (float32; the kernel pads it to a multiple of
+    32 keys, sliced off here), or None where the kernel cannot take the inputs."""
+    B, H, n, d = query.shape
+    if _CUDA_EFFICIENT is None or d % _CUDA_ALIGN or query.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return None
+    bias = F.pad(additive_mask, (0, -n % _CUDA_ALIGN))[..., :n].expand(B, H, n, n)
+    try:
+        out, lse = _CUDA_EFFICIENT(query, key, value, bias, True, 0.0, False, scale=scaling)[:2]
+    except RuntimeError as err:  # a private kernel: an unsupported GPU or layout must cost speed, not the run
+        if not _CUDA_FALLBACK:
+            _CUDA_FALLBACK.append(str(err).splitlines()[0])
+            warnings.warn(f"Block-Skim: CUDA efficient attention kernel unavailable ({_CUDA_FALLBACK[0]}); the "
+                          "row log-sum-exp comes from the full scores (exact, O(n^2))", stacklevel=2)  # fmt: skip
+        return None
+    return out, lse[..., :n].float()
 
 
 def _fused_attention_with_lse(query, key, value, additive_mask, scaling):
-    """SDPA output [B, H, n, d] and each query's log-sum-exp over the keys [B, H, n] (float32)."""
+    """SDPA output [B, H, n, d] and each query's log-sum-exp over the keys [B, H, n] (float32), from a fused kernel
+    that returns both (CPU flash, CUDA memory-efficient)."""
     if query.device.type == "cpu" and _CPU_FLASH is not None:
         out, lse = _CPU_FLASH(query, key, value, 0.0, False, attn_mask=additive_mask, scale=scaling)
         return out, lse.float()
-    # elsewhere: SDPA for the output; the row log-sum-exp from the full scores in float32 (exact, but O(n^2): not yet
-    # the CUDA kernels' own log-sum-exp)
+    if query.device.type == "cuda" and (fused := _cuda_efficient_with_lse(query, key, value, additive_mask, scaling)):
+        return fused
+    # elsewhere: SDPA for the output; the row log-sum-exp from the full scores in float32 (exact, but O(n^2))
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=additive_mask, scale=scaling)
     with torch.autocast(query.device.type, enabled=False):
         scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scaling + additive_mask.float()
