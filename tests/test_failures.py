@@ -268,6 +268,11 @@ def test_unknown_scheduler_is_one_line_before_any_data(tmp_run_root, capsys):
     ("callbacks.model_checkpoint.save_top_k=abc", "callbacks.model_checkpoint: TypeError: '<' not supported"),
     # Lightning would skip the final evaluation too, and the run would end without a metric and without saying so
     ("+trainer.limit_val_batches=0", "trainer.limit_val_batches=0 evaluates nothing, but final_eval=best asks for"),
+    # these failed inside Hydra or Lightning with a traceback
+    ("data._target_=skim.data.nope.X", "data._target_='skim.data.nope.X' cannot be imported (No module named 'skim.data.nope')"),
+    ("data._target_=builtins.dict", "data._target_='builtins.dict' is not a SkimDataModule (the data config's class)"),
+    ("module._target_=skim.tasks.cls_module.ClassificationModule", "serves task 'cls', but data._target_="),
+    ("+module.foo=1", "module: TypeError: SkimTaskModule.__init__() got an unexpected keyword argument 'foo'"),
 ])  # fmt: skip
 def test_bad_run_options_are_one_line_before_any_data(tmp_run_root, capsys, override, message):
     cfg = _cfg([*TINY, "data.validation_file=/nonexistent.json", override], tmp_run_root / "s")

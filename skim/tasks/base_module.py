@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from transformers import get_scheduler
 
 from skim.encoders.skim_encoder import SkimEncoder
-from skim.errors import ConfigError
+from skim.errors import ConfigError, one_line
 from skim.metrics.counts import SumVector
 from skim.metrics.qa_postprocess import QAEvaluationConfig
 from skim.state import EncoderOutput
@@ -68,6 +68,7 @@ def check_optim(options: dict[str, Any]) -> dict[str, Any]:
 def validate_config(cfg: DictConfig) -> None:
     """Cheap checks of a run config before anything heavy is built (data, backbone): incompatible combinations and
     bad values fail with one clear message."""
+    check_targets(cfg)
     cls = strategy_class(cfg.skim.name)
     cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))
     checked(_resolved_options(cfg.model), ModelConfig, "model")
@@ -81,6 +82,27 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"final_eval must be one of {', '.join(FINAL_EVAL)}, got {cfg.final_eval!r}")
     if cfg.get("trainer") is not None:
         check_trainer_options(_resolved_options(cfg.trainer))
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """``data._target_`` and ``module._target_`` name a skim DataModule and a task module of the same task (a typo, or
+    another class, would fail inside Hydra or Lightning with a traceback)."""
+    from hydra._internal.utils import _locate  # hydra.utils.get_class, without its log line of the same error
+
+    from skim.data.base import SkimDataModule
+
+    classes = {}
+    for group, base in (("data", SkimDataModule), ("module", SkimTaskModule)):
+        target = (cfg.get(group) or {}).get("_target_")
+        try:
+            classes[group] = cls = _locate(target) if isinstance(target, str) else None
+        except ImportError as err:
+            raise ConfigError(f"{group}._target_={target!r} cannot be imported ({one_line(err.__cause__ or err)})") from err
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ConfigError(f"{group}._target_={target!r} is not a {base.__name__} (the {group} config's class)")
+    if classes["data"].task != classes["module"].task:
+        raise ConfigError(f"module._target_={cfg.module._target_!r} serves task {classes['module'].task!r}, but "
+                          f"data._target_={cfg.data._target_!r} serves {classes['data'].task!r}")  # fmt: skip
 
 
 def check_evaluates(cfg: DictConfig, why: str) -> None:
