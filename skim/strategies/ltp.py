@@ -22,8 +22,8 @@ Init as the code: ``theta_l = final_threshold * l / num_layers`` (0-based ``l``,
 says the last layer gets ``final_threshold``, the code gives it ``final_threshold * (L - 1) / L``). The code's layer 0
 has threshold 0, which neither prunes nor learns, so ``skim_layers: null`` means layers 1..L-1. The thresholds are a
 1-D parameter, so they train at ``optim.lr`` with no weight decay: the code's default (its ``--lr_threshold`` is
-optional and its ``--weight_decay_threshold`` defaults to 0); a separate threshold learning rate would need its own
-optimiser group, which this framework's single optimiser does not have.
+optional and its ``--weight_decay_threshold`` defaults to 0); ``optim.skim_lr`` gives them their own rate, as
+``--lr_threshold`` does (it applies to every strategy parameter, here only the thresholds).
 
 Deviations and flags:
 
