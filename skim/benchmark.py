@@ -29,7 +29,7 @@ from skim.metrics.flops import EncoderShape, encoder_macs, head_macs
 from skim.tasks.base_module import validate_config
 from skim.tasks.checkpoint import load_task_module, read_checkpoint
 from skim.utils.config_store import register_configs
-from skim.utils.run import append_result, instantiate_option, run_cli, run_record, task_wrapper, write_json
+from skim.utils.run import append_result, run_cli, run_record, task_wrapper, write_json
 
 log = logging.getLogger("skim.benchmark")
 register_configs()
@@ -58,7 +58,7 @@ def device_name(device: torch.device) -> str:
 
 def build_modules(cfg: DictConfig, datamodule) -> tuple[Any, Any]:
     """(skim module, dense module) sharing weights; from a checkpoint or from the model/skim configs."""
-    from hydra.utils import get_class
+    from hydra.utils import get_class, instantiate
 
     extra = {}
     if datamodule.task == "cls":
@@ -66,7 +66,7 @@ def build_modules(cfg: DictConfig, datamodule) -> tuple[Any, Any]:
     if cfg.get("ckpt_path"):
         skim_mod = load_task_module(cfg)
     else:
-        skim_mod = instantiate_option(cfg.module, "module", **extra)
+        skim_mod = instantiate(cfg.module, **extra)
     dense_cfg = copy.deepcopy(OmegaConf.to_container(cfg.module, resolve=True))
     dense_cfg["skim"] = {"name": "none"}
     dense_cfg["model"] = dict(skim_mod.hparams["model"])

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 import skim  # noqa: F401
 from skim.errors import ConfigError
 from skim.metrics.flops import EncoderShape, layer_macs
+from skim.tasks.base_module import check_targets
 from skim.utils.config_store import register_configs
 from skim.utils.run import git_commit, hydra_overrides, run_cli, task_wrapper, write_report
 
@@ -101,6 +102,7 @@ def run_oracle(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
     from transformers import AutoConfig
 
+    check_targets(cfg)
     dm = instantiate(cfg.data)
     if dm.task != "qa":
         raise ConfigError(f"skim.oracle needs an extractive-QA data config (data.task=qa), got data.task={dm.task!r}")

@@ -49,7 +49,7 @@ def train(cfg: DictConfig) -> dict:
 
     reuse_wandb_run(cfg)
     datamodule = instantiate(cfg.data)
-    module = instantiate_option(cfg.module, "module", output_dir=str(out_dir))
+    module = instantiate(cfg.module, output_dir=str(out_dir))
     callbacks = instantiate_group(cfg, "callbacks")
     loggers = instantiate_group(cfg, "logger")
     # a run resumed into its own directory continues its metrics.csv (not one that only evaluates, nor one that starts

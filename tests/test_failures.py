@@ -272,7 +272,9 @@ def test_unknown_scheduler_is_one_line_before_any_data(tmp_run_root, capsys):
     ("data._target_=skim.data.nope.X", "data._target_='skim.data.nope.X' cannot be imported (No module named 'skim.data.nope')"),
     ("data._target_=builtins.dict", "data._target_='builtins.dict' is not a SkimDataModule (the data config's class)"),
     ("module._target_=skim.tasks.cls_module.ClassificationModule", "serves task 'cls', but data._target_="),
-    ("+module.foo=1", "module: TypeError: SkimTaskModule.__init__() got an unexpected keyword argument 'foo'"),
+    ("data._target_=skim.data.", "data._target_='skim.data.' cannot be imported (Error loading 'skim.data.': invalid"),
+    ("+module.foo=1", "unknown module option(s) 'foo' for QAModule (known: add_pooling_layer, evaluation, model, optim,"),
+    ("data.task=foo", "skim=none does not support 'foo' tasks (it supports: qa, cls)"),
 ])  # fmt: skip
 def test_bad_run_options_are_one_line_before_any_data(tmp_run_root, capsys, override, message):
     cfg = _cfg([*TINY, "data.validation_file=/nonexistent.json", override], tmp_run_root / "s")

@@ -289,14 +289,16 @@ _CUDA_FALLBACK: list[str] = []  # why the kernel was not used, reported once
 
 
 def _cuda_efficient_with_lse(query, key, value, additive_mask, scaling):
-    """The memory-efficient kernel's output and its own row log-sum-exp (float32; the kernel pads it to a multiple of
-    32 keys, sliced off here), or None where the kernel cannot take the inputs."""
+    """The memory-efficient kernel's output and its own row log-sum-exp (float32; the kernel pads it along the queries
+    to a multiple of 32, sliced off here), or None where the kernel cannot take the inputs."""
     B, H, n, d = query.shape
     if _CUDA_EFFICIENT is None or d % _CUDA_ALIGN or query.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return None
     bias = F.pad(additive_mask, (0, -n % _CUDA_ALIGN))[..., :n].expand(B, H, n, n)
     try:
         out, lse = _CUDA_EFFICIENT(query, key, value, bias, True, 0.0, False, scale=scaling)[:2]
+    except torch.OutOfMemoryError:
+        raise
     except RuntimeError as err:  # a private kernel: an unsupported GPU or layout must cost speed, not the run
         if not _CUDA_FALLBACK:
             _CUDA_FALLBACK.append(str(err).splitlines()[0])

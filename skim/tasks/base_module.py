@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -68,9 +69,9 @@ def check_optim(options: dict[str, Any]) -> dict[str, Any]:
 def validate_config(cfg: DictConfig) -> None:
     """Cheap checks of a run config before anything heavy is built (data, backbone): incompatible combinations and
     bad values fail with one clear message."""
-    check_targets(cfg)
     cls = strategy_class(cfg.skim.name)
     cls.check_compatible(cfg.data.task, cfg.model.get("attn_implementation", "auto"))
+    check_targets(cfg)  # after the task check: module._target_ is resolved from data.task
     checked(_resolved_options(cfg.model), ModelConfig, "model")
     if cfg.get("optim") is not None:
         check_optim(_resolved_options(cfg.optim))
@@ -84,25 +85,42 @@ def validate_config(cfg: DictConfig) -> None:
         check_trainer_options(_resolved_options(cfg.trainer))
 
 
+HYDRA_KEYS = ("_target_", "_convert_", "_recursive_", "_partial_", "_args_")
+
+
 def check_targets(cfg: DictConfig) -> None:
-    """``data._target_`` and ``module._target_`` name a skim DataModule and a task module of the same task (a typo, or
-    another class, would fail inside Hydra or Lightning with a traceback)."""
+    """``data._target_`` and ``module._target_`` (those the config has) name a skim DataModule and a task module of the
+    same task, and ``module.*`` holds only options the task module takes (a typo, another class or an unknown key
+    would fail inside Hydra or Lightning with a traceback)."""
     from hydra._internal.utils import _locate  # hydra.utils.get_class, without its log line of the same error
 
     from skim.data.base import SkimDataModule
 
     classes = {}
     for group, base in (("data", SkimDataModule), ("module", SkimTaskModule)):
-        target = (cfg.get(group) or {}).get("_target_")
+        if cfg.get(group) is None:
+            continue
+        target = cfg[group].get("_target_")
         try:
             classes[group] = cls = _locate(target) if isinstance(target, str) else None
-        except ImportError as err:
+        except (ImportError, ValueError) as err:
             raise ConfigError(f"{group}._target_={target!r} cannot be imported ({one_line(err.__cause__ or err)})") from err
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise ConfigError(f"{group}._target_={target!r} is not a {base.__name__} (the {group} config's class)")
-    if classes["data"].task != classes["module"].task:
+    if len(classes) == 2 and classes["data"].task != classes["module"].task:
         raise ConfigError(f"module._target_={cfg.module._target_!r} serves task {classes['module'].task!r}, but "
                           f"data._target_={cfg.data._target_!r} serves {classes['data'].task!r}")  # fmt: skip
+    if "module" in classes:
+        known = set(HYDRA_KEYS)
+        for cls in classes["module"].__mro__:  # each __init__ that passes **options on, up to SkimTaskModule's
+            params = inspect.signature(cls.__init__).parameters.values()
+            known |= {p.name for p in params if p.kind == p.KEYWORD_ONLY or p.kind == p.POSITIONAL_OR_KEYWORD}
+            if cls is SkimTaskModule or not any(p.kind == p.VAR_KEYWORD for p in params):
+                break
+        unknown = [k for k in cfg.module if k not in known]
+        if unknown:
+            raise ConfigError(f"unknown module option(s) {', '.join(map(repr, unknown))} for "
+                              f"{classes['module'].__name__} (known: {', '.join(sorted(known - set(HYDRA_KEYS) - {'self'}))})")  # fmt: skip
 
 
 def check_evaluates(cfg: DictConfig, why: str) -> None:

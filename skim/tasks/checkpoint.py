@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from skim.errors import ConfigError
 from skim.tasks.backbone import length_groups_option
-from skim.utils.run import instantiate_option
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +89,11 @@ def run_module(cfg: DictConfig, **kwargs: Any):
     """The model a diagnostic measures: the trained ``cfg.ckpt_path``, else ``cfg.module`` built from the run's starting
     point (``model.init_checkpoint``, or the pretrained weights; the strategy's predictors fresh). ``kwargs`` go to
     the module's constructor when it is built (a checkpoint brings its own)."""
+    from hydra.utils import instantiate
+
     if cfg.get("ckpt_path"):
         return load_task_module(cfg)
-    module = instantiate_option(cfg.module, "module", **kwargs)
+    module = instantiate(cfg.module, **kwargs)
     module.init_from_checkpoint()
     return module
 
