@@ -85,9 +85,6 @@ def validate_config(cfg: DictConfig) -> None:
         check_trainer_options(_resolved_options(cfg.trainer))
 
 
-HYDRA_KEYS = ("_target_", "_convert_", "_recursive_", "_partial_", "_args_")
-
-
 def check_targets(cfg: DictConfig) -> None:
     """``data._target_`` and ``module._target_`` (those the config has) name a skim DataModule and a task module of the
     same task, and ``module.*`` holds only options the task module takes (a typo, another class or an unknown key
@@ -111,16 +108,16 @@ def check_targets(cfg: DictConfig) -> None:
         raise ConfigError(f"module._target_={cfg.module._target_!r} serves task {classes['module'].task!r}, but "
                           f"data._target_={cfg.data._target_!r} serves {classes['data'].task!r}")  # fmt: skip
     if "module" in classes:
-        known = set(HYDRA_KEYS)
+        known: set[str] = set()
         for cls in classes["module"].__mro__:  # each __init__ that passes **options on, up to SkimTaskModule's
             params = inspect.signature(cls.__init__).parameters.values()
-            known |= {p.name for p in params if p.kind == p.KEYWORD_ONLY or p.kind == p.POSITIONAL_OR_KEYWORD}
-            if cls is SkimTaskModule or not any(p.kind == p.VAR_KEYWORD for p in params):
+            known |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"self"}
+            if cls is SkimTaskModule or all(p.kind != p.VAR_KEYWORD for p in params):
                 break
-        unknown = [k for k in cfg.module if k not in known]
+        unknown = [k for k in cfg.module if not k.startswith("_") and k not in known]  # _target_ & co. are Hydra's
         if unknown:
             raise ConfigError(f"unknown module option(s) {', '.join(map(repr, unknown))} for "
-                              f"{classes['module'].__name__} (known: {', '.join(sorted(known - set(HYDRA_KEYS) - {'self'}))})")  # fmt: skip
+                              f"{classes['module'].__name__} (known: {', '.join(sorted(known))})")  # fmt: skip
 
 
 def check_evaluates(cfg: DictConfig, why: str) -> None:
